@@ -1,0 +1,352 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/starlingsched/starling/internal/api"
+)
+
+// The public HTTP API, v1. Every answer is JSON; every error is
+// {"error": {"code", "message", "field"}} with the status that fits.
+
+func (n *Node) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/tasks", n.methods(map[string]http.HandlerFunc{
+		http.MethodPost: n.handleSubmit,
+		http.MethodGet:  n.handleList,
+	}))
+	mux.HandleFunc("/v1/tasks/{id}", n.methods(map[string]http.HandlerFunc{
+		http.MethodGet:    n.handleGet,
+		http.MethodDelete: n.handleCancel,
+	}))
+	mux.HandleFunc("/v1/events", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleEvents}))
+	mux.HandleFunc("/v1/cluster", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleCluster}))
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", n.handleHealth)
+	mux.HandleFunc("/readyz", n.handleReady)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Status: http.StatusNotFound, Code: api.CodeNotFound,
+			Message: fmt.Sprintf("no such endpoint: %s %s (see the README for the API)", r.Method, r.URL.Path)})
+	})
+	return n.authenticate(mux)
+}
+
+// methods dispatches on the request method, answering 405 in JSON otherwise.
+func (n *Node) methods(byMethod map[string]http.HandlerFunc) http.HandlerFunc {
+	allowed := make([]string, 0, len(byMethod))
+	for m := range byMethod {
+		allowed = append(allowed, m)
+	}
+	allow := strings.Join(allowed, ", ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h := byMethod[r.Method]; h != nil {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, &api.Error{Status: http.StatusMethodNotAllowed, Code: api.CodeMethodNotAllowed,
+			Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow)})
+	}
+}
+
+// authenticate requires the bearer token, when one is set, everywhere but the health
+// checks. The comparison is of SHA-256 digests in constant time.
+func (n *Node) authenticate(next http.Handler) http.Handler {
+	if n.cfg.Token == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(n.cfg.Token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(token))
+		if !ok || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="starling"`)
+			msg := "this node requires a token: send Authorization: Bearer TOKEN (starling --token or STARLING_TOKEN)"
+			if ok {
+				msg = "the token is wrong"
+			}
+			writeError(w, &api.Error{Status: http.StatusUnauthorized, Code: api.CodeUnauthorized, Message: msg})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, fmt.Errorf("encode answer: %w", err))
+		return
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		e = &api.Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: err.Error()}
+	}
+	switch e.Status {
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "2")
+	}
+	writeJSON(w, e.Status, api.ErrorBody{Error: *e})
+}
+
+// parseWait reads ?wait= (a Go duration or seconds), capped at MaxWait.
+func (n *Node) parseWait(r *http.Request) (time.Duration, error) {
+	s := r.URL.Query().Get("wait")
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil {
+			return 0, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Field: "wait",
+				Message: fmt.Sprintf("wait: %q is not a duration (use 30s, 2m, or a number of seconds)", s)}
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Field: "wait", Message: "wait: must not be negative"}
+	}
+	return min(d, n.cfg.MaxWait), nil
+}
+
+// longPoll prepares a request to wait d: the write deadline moves past it.
+func longPoll(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + 30*time.Second))
+	}
+}
+
+// await waits until every task is terminal, d passes, ctx ends or the node stops.
+func (n *Node) await(ctx context.Context, tasks []*task, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for _, t := range tasks {
+		select {
+		case <-t.done:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-n.stopped:
+			return
+		}
+	}
+}
+
+func (n *Node) records(tasks []*task) []api.Task {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]api.Task, len(tasks))
+	for i, t := range tasks {
+		out[i] = t.record(n.cfg.Name)
+	}
+	return out
+}
+
+func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+				Message: fmt.Sprintf("the body is over the %d-byte limit (--max-body); split the submission", n.cfg.MaxBodyBytes)})
+			return
+		}
+		writeError(w, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "cannot read the body: " + err.Error()})
+		return
+	}
+	wait, err := n.parseWait(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	specs, batch, err := decodeSubmission(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	tasks, err := n.submit(specs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	longPoll(w, wait)
+	n.await(r.Context(), tasks, wait)
+	if !batch {
+		rec := n.records(tasks)[0]
+		status := http.StatusAccepted
+		if rec.State.Terminal() {
+			status = http.StatusOK
+		}
+		writeJSON(w, status, rec)
+		return
+	}
+	out := api.Submitted{IDs: make([]string, len(tasks))}
+	for i, t := range tasks {
+		out.IDs[i] = t.id
+	}
+	if wait > 0 {
+		out.Tasks = n.records(tasks)
+	}
+	writeJSON(w, http.StatusAccepted, out)
+}
+
+func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	wait, err := n.parseWait(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n.mu.Lock()
+	t, err := n.lookupLocked(id)
+	n.mu.Unlock()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	longPoll(w, wait)
+	n.await(r.Context(), []*task{t}, wait)
+	writeJSON(w, http.StatusOK, n.records([]*task{t})[0])
+}
+
+func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
+	rec, err := n.Cancel(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec)
+}
+
+func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	states, err := parseStates(q.Get("state"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			writeError(w, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Field: "limit",
+				Message: fmt.Sprintf("limit: %q is not a positive integer", s)})
+			return
+		}
+	}
+	list, err := n.List(ListOptions{States: states, Type: q.Get("type"), Limit: limit, Cursor: q.Get("cursor")})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
+	filterTask, filterType := r.URL.Query().Get("task"), r.URL.Query().Get("type")
+	sub := n.events.subscribe()
+	if sub == nil {
+		writeError(w, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down"})
+		return
+	}
+	defer n.events.unsubscribe(sub)
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, ": starling %s events\n\n", n.cfg.Name)
+	_ = rc.Flush()
+	heartbeat := time.NewTicker(15 * time.Second)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-heartbeat.C:
+			fmt.Fprint(w, ": heartbeat\n\n")
+		case e, ok := <-sub.ch:
+			if !ok {
+				if n.events.isLagged(sub) {
+					fmt.Fprint(w, "event: lagged\ndata: {\"error\":\"this stream fell too far behind and was closed; reconnect\"}\n\n")
+				}
+				_ = rc.Flush()
+				return
+			}
+			if (filterTask != "" && e.Task != filterTask) || (filterType != "" && e.Type != filterType) {
+				continue
+			}
+			b, _ := json.Marshal(e)
+			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.State, b)
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Cluster{Self: n.cfg.Name, Members: []api.Member{n.selfMember()}})
+}
+
+// selfMember describes this node.
+func (n *Node) selfMember() api.Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	free := make(map[string]int64, len(n.res.free))
+	for k, v := range n.res.free {
+		free[k] = v
+	}
+	return api.Member{
+		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
+		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
+		Load: &api.Load{Queued: n.q.len, Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: free},
+	}
+}
+
+func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Node: n.cfg.Name})
+}
+
+func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
+	n.mu.Lock()
+	stopping := n.stopping
+	n.mu.Unlock()
+	if stopping {
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Node: n.cfg.Name, Reason: "shutting down"})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Health{Status: "ready", Node: n.cfg.Name})
+}

@@ -1,0 +1,120 @@
+package node
+
+import "container/heap"
+
+// The ready queue. Tasks are grouped by requirement class (what they need from a node)
+// and each class is a heap in run order: priority high first, then deadline early first
+// (no deadline last), then submission order. The next task to run is the best head
+// among the classes whose requirements are free right now, so a task waiting for a busy
+// GPU never holds back one that needs nothing.
+
+// before reports whether a runs before b.
+func before(a, b *task) bool {
+	if a.spec.Priority != b.spec.Priority {
+		return a.spec.Priority > b.spec.Priority
+	}
+	ad, bd := a.spec.Deadline, b.spec.Deadline
+	switch {
+	case ad != nil && bd != nil && !ad.Equal(*bd):
+		return ad.Before(*bd)
+	case ad != nil && bd == nil:
+		return true
+	case ad == nil && bd != nil:
+		return false
+	}
+	return a.seq < b.seq
+}
+
+// class is the tasks that need the same things from a node.
+type class struct {
+	key   string
+	needs needs
+	heap  taskHeap
+	// unfit is why this node can never run the class (empty when it can).
+	unfit string
+}
+
+type taskHeap []*task
+
+func (h taskHeap) Len() int           { return len(h) }
+func (h taskHeap) Less(i, j int) bool { return before(h[i], h[j]) }
+func (h taskHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+func (h *taskHeap) Push(x any) {
+	t := x.(*task)
+	t.heapIdx = len(*h)
+	*h = append(*h, t)
+}
+func (h *taskHeap) Pop() any {
+	old := *h
+	n := len(old)
+	t := old[n-1]
+	old[n-1] = nil
+	t.heapIdx = -1
+	*h = old[:n-1]
+	return t
+}
+
+// queue is the ready queue. It is guarded by Node.mu.
+type queue struct {
+	classes map[string]*class
+	// active holds the classes with queued tasks.
+	active []*class
+	len    int
+}
+
+func newQueue() *queue {
+	return &queue{classes: make(map[string]*class)}
+}
+
+func (q *queue) push(t *task) {
+	c := t.class
+	if c.heap.Len() == 0 {
+		q.active = append(q.active, c)
+	}
+	heap.Push(&c.heap, t)
+	q.len++
+}
+
+// remove takes a queued task out of the queue.
+func (q *queue) remove(t *task) bool {
+	if t.heapIdx < 0 {
+		return false
+	}
+	c := t.class
+	heap.Remove(&c.heap, t.heapIdx)
+	q.len--
+	if c.heap.Len() == 0 {
+		q.deactivate(c)
+	}
+	return true
+}
+
+func (q *queue) deactivate(c *class) {
+	for i, a := range q.active {
+		if a == c {
+			last := len(q.active) - 1
+			q.active[i] = q.active[last]
+			q.active[last] = nil
+			q.active = q.active[:last]
+			return
+		}
+	}
+}
+
+// next returns the best task that fits, without removing it.
+func (q *queue) next(fits func(*class) bool) *task {
+	var best *task
+	for _, c := range q.active {
+		if c.unfit != "" || !fits(c) {
+			continue
+		}
+		if top := c.heap[0]; best == nil || before(top, best) {
+			best = top
+		}
+	}
+	return best
+}

@@ -1,0 +1,363 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/starlingsched/starling/internal/api"
+)
+
+// timeoutError is the cause of a run that exceeded its timeout.
+type timeoutError struct{ d time.Duration }
+
+func (e timeoutError) Error() string { return fmt.Sprintf("timeout: the run exceeded %s", e.d) }
+
+// Submit validates specs and accepts them as one submission: all of them or, with an
+// error, none. It returns the new task ids in order. A spec with an idempotency key
+// already seen returns the earlier task's id instead of a new task.
+func (n *Node) Submit(specs []api.Spec) ([]string, error) {
+	tasks, err := n.submit(specs)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(tasks))
+	for i, t := range tasks {
+		ids[i] = t.id
+	}
+	return ids, nil
+}
+
+// submit is Submit returning the tasks.
+func (n *Node) submit(specs []api.Spec) ([]*task, error) {
+	if len(specs) == 0 {
+		return nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
+	}
+	if len(specs) > n.cfg.MaxBatch {
+		return nil, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), n.cfg.MaxBatch)}
+	}
+	batch := len(specs) > 1
+	reg := n.registry()
+	for i := range specs {
+		if err := n.validate(reg, &specs[i]); err != nil {
+			if batch {
+				prefixField(err, fmt.Sprintf("tasks[%d]", i))
+			}
+			return nil, err
+		}
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopping {
+		return nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down; submit to another node"}
+	}
+	fresh := 0
+	for i := range specs {
+		if k := specs[i].IdempotencyKey; k == "" || n.idem[k] == nil {
+			fresh++
+		}
+	}
+	if n.live+fresh > n.cfg.MaxQueue {
+		n.metrics.rejected.Inc()
+		return nil, &api.Error{Status: http.StatusTooManyRequests, Code: api.CodeQueueFull,
+			Message: fmt.Sprintf("the node's queue is full (%d unfinished tasks, limit %d); retry later or submit to another node", n.live, n.cfg.MaxQueue)}
+	}
+	out := make([]*task, len(specs))
+	for i := range specs {
+		if k := specs[i].IdempotencyKey; k != "" {
+			if t := n.idem[k]; t != nil {
+				out[i] = t
+				continue
+			}
+		}
+		out[i] = n.addLocked(&specs[i], now)
+	}
+	n.dispatchLocked()
+	return out, nil
+}
+
+// addLocked stores a validated spec as a new queued task.
+func (n *Node) addLocked(spec *api.Spec, now time.Time) *task {
+	n.seq++
+	t := &task{
+		id:      taskID(n.id, n.seq),
+		seq:     n.seq,
+		spec:    *spec,
+		needs:   needsOf(spec.Requires),
+		created: now,
+		heapIdx: -1,
+		done:    make(chan struct{}),
+	}
+	t.class = n.classLocked(t.needs)
+	n.tasks[t.id] = t
+	n.order = append(n.order, t)
+	if k := spec.IdempotencyKey; k != "" {
+		n.idem[k] = t
+	}
+	n.live++
+	n.metrics.submitted.Inc()
+	n.enqueueLocked(t, now)
+	return t
+}
+
+// classLocked returns the queue class for needs, creating it.
+func (n *Node) classLocked(nd needs) *class {
+	key := nd.key()
+	c := n.q.classes[key]
+	if c == nil {
+		c = &class{key: key, needs: nd, unfit: n.res.unfit(nd)}
+		n.q.classes[key] = c
+	}
+	return c
+}
+
+// setStateLocked moves t to state s and tells the event stream.
+func (n *Node) setStateLocked(t *task, s api.State, now time.Time) {
+	if t.state != "" {
+		n.counts[t.state]--
+	}
+	t.state = s
+	n.counts[s]++
+	n.events.publish(api.Event{Task: t.id, Type: t.spec.Type, State: s, Attempt: t.attempt, Node: t.node, Error: t.err, Time: now})
+}
+
+// enqueueLocked puts t in the ready queue.
+func (n *Node) enqueueLocked(t *task, now time.Time) {
+	t.queued = now
+	t.retryAt = time.Time{}
+	t.waiting = t.class.unfit
+	n.setStateLocked(t, api.Queued, now)
+	n.q.push(t)
+}
+
+// dispatchLocked starts workers for queued tasks while slots are free.
+func (n *Node) dispatchLocked() {
+	for n.busy < n.cfg.Slots && !n.stopping {
+		t := n.nextLocked()
+		if t == nil {
+			return
+		}
+		r := n.startLocked(t)
+		n.busy++
+		n.wg.Add(1)
+		go n.worker(r)
+	}
+}
+
+func (n *Node) nextLocked() *task {
+	return n.q.next(func(c *class) bool { return n.res.fits(c.needs) })
+}
+
+// run is one attempt of a task, handed to a worker.
+type run struct {
+	t       *task
+	ctx     context.Context
+	cancel  context.CancelFunc
+	handler Handler
+	in      Input
+	epoch   uint64
+}
+
+// startLocked takes t off the queue and makes it running.
+func (n *Node) startLocked(t *task) *run {
+	now := time.Now()
+	n.q.remove(t)
+	n.res.take(t.needs)
+	t.attempt++
+	t.started = now
+	t.node = n.cfg.Name
+	t.waiting = ""
+	t.err = ""
+	ctx := context.WithValue(n.runCtx, ctxKey{}, runInfo{id: t.id, attempt: t.attempt})
+	var cancel context.CancelFunc
+	if d := time.Duration(t.spec.Timeout); d > 0 {
+		ctx, cancel = context.WithTimeoutCause(ctx, d, timeoutError{d})
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	t.cancelRun = cancel
+	n.setStateLocked(t, api.Running, now)
+	return &run{
+		t: t, ctx: ctx, cancel: cancel, epoch: t.epoch,
+		handler: n.handlers[t.spec.Type],
+		in:      Input{ID: t.id, Attempt: t.attempt, Type: t.spec.Type, Payload: t.spec.Payload},
+	}
+}
+
+// worker runs r, then keeps its slot for the next queued task while there is one.
+func (n *Node) worker(r *run) {
+	defer n.wg.Done()
+	for r != nil {
+		result, err := n.execute(r)
+		n.mu.Lock()
+		n.finishRunLocked(r, result, err)
+		r = nil
+		if !n.stopping {
+			if t := n.nextLocked(); t != nil {
+				r = n.startLocked(t)
+			}
+		}
+		if r == nil {
+			n.busy--
+		}
+		n.mu.Unlock()
+	}
+}
+
+// execute calls the handler, turning a panic into an error and the result into JSON.
+func (n *Node) execute(r *run) (result json.RawMessage, err error) {
+	defer r.cancel()
+	start := time.Now()
+	defer func() { n.metrics.runSeconds.Observe(time.Since(start).Seconds()) }()
+	var v any
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic: %v", p)
+				n.log.Error("handler panicked", slog.String("task", r.in.ID), slog.String("type", r.in.Type),
+					slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			}
+		}()
+		if r.handler == nil {
+			err = fmt.Errorf("no handler for type %q on this node", r.in.Type)
+			return
+		}
+		v, err = r.handler(r.ctx, &r.in)
+	}()
+	if err == nil && r.ctx.Err() != nil {
+		// A handler that ignored its context still timed out or was cancelled.
+		err = context.Cause(r.ctx)
+	}
+	res, encErr := n.encodeResult(v)
+	if encErr != nil && err == nil {
+		err = encErr
+	}
+	return res, err
+}
+
+// encodeResult renders a handler's result as JSON within the size cap.
+func (n *Node) encodeResult(v any) (json.RawMessage, error) {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case json.RawMessage:
+		if !json.Valid(v) {
+			return nil, errors.New("the handler returned a json.RawMessage that is not valid JSON")
+		}
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("the handler's result is not JSON-able: %w", err)
+		}
+	}
+	if len(b) > n.cfg.MaxResultBytes {
+		return nil, fmt.Errorf("result too large: %d bytes, over the %d-byte cap (--max-result)", len(b), n.cfg.MaxResultBytes)
+	}
+	return b, nil
+}
+
+// finishRunLocked records the outcome of a run, unless the task moved on meanwhile
+// (cancelled, or fenced by a newer epoch).
+func (n *Node) finishRunLocked(r *run, result json.RawMessage, err error) {
+	t := r.t
+	n.res.give(t.needs)
+	t.cancelRun = nil
+	if t.state != api.Running || t.epoch != r.epoch || t.expired {
+		return
+	}
+	now := time.Now()
+	t.result = result
+	if err == nil {
+		n.terminateLocked(t, api.Succeeded, "", now)
+		return
+	}
+	msg := err.Error()
+	if t.attempt <= t.spec.Retries && !errors.Is(err, ErrStopped) {
+		t.err = msg
+		n.retryLocked(t, now)
+		return
+	}
+	if t.spec.Retries > 0 {
+		msg = fmt.Sprintf("%s (attempt %d of %d)", msg, t.attempt, t.spec.Retries+1)
+	}
+	n.terminateLocked(t, api.Failed, msg, now)
+}
+
+// retryLocked schedules the next attempt after an exponential backoff with jitter.
+func (n *Node) retryLocked(t *task, now time.Time) {
+	d := n.cfg.RetryBase << min(t.attempt-1, 30)
+	if d > n.cfg.RetryMax || d <= 0 {
+		d = n.cfg.RetryMax
+	}
+	d = d/2 + time.Duration(n.rng.Int64N(int64(d/2)+1)) // "equal jitter": half fixed, half random
+	t.retryAt = now.Add(d)
+	t.waiting = fmt.Sprintf("retrying after attempt %d of %d failed", t.attempt, t.spec.Retries+1)
+	n.metrics.retries.Inc()
+	n.setStateLocked(t, api.Queued, now)
+	epoch := t.epoch
+	t.retryTimer = time.AfterFunc(d, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if t.state != api.Queued || t.epoch != epoch || t.heapIdx >= 0 || n.stopping {
+			return
+		}
+		t.retryTimer = nil
+		n.enqueueLocked(t, time.Now())
+		n.dispatchLocked()
+	})
+}
+
+// terminateLocked ends t in a terminal state.
+func (n *Node) terminateLocked(t *task, s api.State, msg string, now time.Time) {
+	if t.retryTimer != nil {
+		t.retryTimer.Stop()
+		t.retryTimer = nil
+	}
+	n.q.remove(t)
+	t.err = msg
+	t.finished = now
+	t.retryAt = time.Time{}
+	t.waiting = ""
+	t.epoch++ // fences any report still on its way
+	n.setStateLocked(t, s, now)
+	n.live--
+	n.finished = append(n.finished, t)
+	n.metrics.finished.WithLabelValues(string(s)).Inc()
+	close(t.done)
+	if len(n.finished)-n.finHead > n.cfg.MaxRecords {
+		n.expireLocked(now)
+	}
+}
+
+// Cancel cancels a task that has not finished: a queued one never runs, a running one
+// has its context cancelled (an exec run is killed). It returns the record.
+func (n *Node) Cancel(id string) (api.Task, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, err := n.lookupLocked(id)
+	if err != nil {
+		return api.Task{}, err
+	}
+	if t.state.Terminal() {
+		return t.record(n.cfg.Name), &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
+			Message: fmt.Sprintf("task %s already %s", id, t.state)}
+	}
+	n.cancelLocked(t, "cancelled by request", time.Now())
+	return t.record(n.cfg.Name), nil
+}
+
+func (n *Node) cancelLocked(t *task, why string, now time.Time) {
+	if t.cancelRun != nil {
+		t.cancelRun()
+	}
+	n.terminateLocked(t, api.Cancelled, why, now)
+}

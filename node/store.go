@@ -1,0 +1,143 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/starlingsched/starling/internal/api"
+)
+
+// The record store: every task this node owns, by id and in submission order, with
+// retention of finished records by age and count.
+
+func notFound(id string) error {
+	return &api.Error{Status: http.StatusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("task %s: expired or unknown task", id)}
+}
+
+func (n *Node) lookupLocked(id string) (*task, error) {
+	t := n.tasks[id]
+	if t == nil {
+		return nil, notFound(id)
+	}
+	return t, nil
+}
+
+// Get returns a task's record.
+func (n *Node) Get(id string) (api.Task, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, err := n.lookupLocked(id)
+	if err != nil {
+		return api.Task{}, err
+	}
+	return t.record(n.cfg.Name), nil
+}
+
+// expireLocked drops finished records older than Retain, and the oldest ones while
+// more than MaxRecords are kept.
+func (n *Node) expireLocked(now time.Time) {
+	cutoff := now.Add(-n.cfg.Retain)
+	i := n.finHead
+	for ; i < len(n.finished); i++ {
+		t := n.finished[i]
+		if len(n.finished)-i <= n.cfg.MaxRecords && t.finished.After(cutoff) {
+			break
+		}
+		n.finished[i] = nil
+		t.expired = true
+		delete(n.tasks, t.id)
+		if k := t.spec.IdempotencyKey; k != "" && n.idem[k] == t {
+			delete(n.idem, k)
+		}
+		n.counts[t.state]--
+		n.orderDead++
+		n.metrics.expired.Inc()
+	}
+	n.finHead = i
+	if n.finHead > 1024 && n.finHead > len(n.finished)/2 {
+		n.finished = append([]*task(nil), n.finished[n.finHead:]...)
+		n.finHead = 0
+	}
+	if n.orderDead > 1024 && n.orderDead > len(n.order)/2 {
+		kept := make([]*task, 0, len(n.order)-n.orderDead)
+		for _, t := range n.order {
+			if !t.expired {
+				kept = append(kept, t)
+			}
+		}
+		n.order, n.orderDead = kept, 0
+	}
+}
+
+// ListOptions filter a listing.
+type ListOptions struct {
+	States []api.State // any of these; all when empty
+	Type   string      // only this type; all when empty
+	Limit  int         // at most this many (default 100, at most 1000)
+	Cursor string      // from a previous page's NextCursor
+}
+
+// List returns the node's tasks, newest first, a page at a time.
+func (n *Node) List(o ListOptions) (api.TaskList, error) {
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	o.Limit = min(o.Limit, 1000)
+	before := uint64(1<<64 - 1)
+	if o.Cursor != "" {
+		c, err := strconv.ParseUint(o.Cursor, 36, 64)
+		if err != nil {
+			return api.TaskList{}, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Field: "cursor",
+				Message: fmt.Sprintf("cursor %q is not one this node handed out", o.Cursor)}
+		}
+		before = c
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := api.TaskList{Tasks: []api.Task{}}
+	var last uint64
+	i := sort.Search(len(n.order), func(i int) bool { return n.order[i].seq >= before }) - 1
+	for ; i >= 0; i-- {
+		t := n.order[i]
+		if t.expired || (o.Type != "" && t.spec.Type != o.Type) || (len(o.States) > 0 && !hasState(o.States, t.state)) {
+			continue
+		}
+		if len(out.Tasks) == o.Limit {
+			out.NextCursor = strconv.FormatUint(last, 36)
+			break
+		}
+		out.Tasks = append(out.Tasks, t.record(n.cfg.Name))
+		last = t.seq
+	}
+	return out, nil
+}
+
+func hasState(states []api.State, s api.State) bool {
+	for _, x := range states {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStates reads a comma-separated state filter.
+func parseStates(s string) ([]api.State, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []api.State
+	for _, part := range strings.Split(s, ",") {
+		st := api.State(strings.TrimSpace(part))
+		if !st.Valid() {
+			return nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Field: "state",
+				Message: fmt.Sprintf("unknown state %q (one of pending, queued, running, succeeded, failed, cancelled, upstream_failed)", st)}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/starlingsched/starling/internal/api"
+)
+
+// task is a task's authoritative state on its owner. Every field is guarded by
+// Node.mu; the handler run gets copies, never the task.
+type task struct {
+	id    string
+	seq   uint64
+	spec  api.Spec
+	needs needs
+	class *class
+
+	state      api.State
+	attempt    int
+	nodeLosses int
+	epoch      uint64
+	node       string
+	created    time.Time
+	queued     time.Time
+	started    time.Time
+	finished   time.Time
+	retryAt    time.Time
+	waiting    string
+	result     json.RawMessage
+	err        string
+
+	expired    bool               // dropped from the store by retention
+	heapIdx    int                // index in its class heap; -1 when not in the queue
+	cancelRun  context.CancelFunc // cancels the running handler
+	retryTimer *time.Timer        // pending retry
+	done       chan struct{}      // closed when the task is terminal
+}
+
+// record renders the task for the API.
+func (t *task) record(owner string) api.Task {
+	r := api.Task{
+		ID:         t.id,
+		Spec:       t.spec,
+		State:      t.state,
+		Attempt:    t.attempt,
+		NodeLosses: t.nodeLosses,
+		Epoch:      t.epoch,
+		Owner:      owner,
+		Node:       t.node,
+		CreatedAt:  t.created,
+		QueuedAt:   timePtr(t.queued),
+		StartedAt:  timePtr(t.started),
+		FinishedAt: timePtr(t.finished),
+		RetryAt:    timePtr(t.retryAt),
+		Waiting:    t.waiting,
+		Result:     t.result,
+		Error:      t.err,
+	}
+	return r
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
