@@ -1,9 +1,11 @@
+// Command starling runs a Starling node or cluster and talks to one.
+// See the README for the commands.
 package main
+
 import (
- _ "github.com/hashicorp/memberlist"
- _ "github.com/vmihailenco/msgpack/v5"
- _ "github.com/spf13/pflag"
- _ "go.uber.org/goleak"
- _ "github.com/prometheus/client_golang/prometheus"
+	"os"
+
+	"github.com/starlingsched/starling/internal/cli"
 )
-func main(){}
+
+func main() { os.Exit(cli.Main(os.Args[1:])) }

@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/starlingsched/starling/node"
+)
+
+// agentFlags are the flags of a node, shared by agent and dev.
+type agentFlags struct {
+	cfg       node.Config
+	resources []string
+	logFormat string
+	logLevel  string
+	grace     time.Duration
+}
+
+func (a *agentFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
+	IntVar(*int, string, int, string)
+	Int64Var(*int64, string, int64, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
+	StringArrayVar(*[]string, string, []string, string)
+}) {
+	d := node.DefaultConfig()
+	a.cfg = d
+	fs.StringVar(&a.cfg.HTTPAddr, "http", d.HTTPAddr, "address of the HTTP API (host:port)")
+	fs.StringVar(&a.cfg.Name, "name", "", "node name (default: host name and HTTP port)")
+	fs.StringVar(&a.cfg.Token, "token", "", "require this bearer token on the API (env STARLING_TOKEN)")
+	fs.BoolVar(&a.cfg.Insecure, "insecure", false, "allow a non-loopback address without a token")
+	fs.IntVar(&a.cfg.Slots, "slots", d.Slots, "tasks run at once")
+	fs.StringArrayVar(&a.cfg.Tags, "tag", nil, "a tag tasks can require, e.g. gpu or zone=eu (repeatable)")
+	fs.StringArrayVar(&a.resources, "resource", nil, "a resource counter NAME=N, e.g. gpu=1 (repeatable; cpu and mem_mb default to the machine's)")
+	fs.IntVar(&a.cfg.MaxQueue, "max-queue", d.MaxQueue, "unfinished tasks accepted before answering 429")
+	fs.IntVar(&a.cfg.MaxBatch, "max-batch", d.MaxBatch, "tasks in one submission")
+	fs.Int64Var(&a.cfg.MaxBodyBytes, "max-body", d.MaxBodyBytes, "bytes in one request body")
+	fs.IntVar(&a.cfg.MaxPayloadBytes, "max-payload", d.MaxPayloadBytes, "bytes in one task's payload")
+	fs.IntVar(&a.cfg.MaxResultBytes, "max-result", d.MaxResultBytes, "bytes in one task's result")
+	fs.DurationVar(&a.cfg.Retain, "retain", d.Retain, "how long finished records are kept")
+	fs.IntVar(&a.cfg.MaxRecords, "max-records", d.MaxRecords, "how many finished records are kept at most")
+	fs.BoolVar(&a.cfg.AllowExec, "allow-exec", false, "enable the exec handler (runs programs)")
+	fs.StringArrayVar(&a.cfg.ExecAllow, "exec-allow", nil, "with --allow-exec: the only programs exec may run (repeatable)")
+	fs.DurationVar(&a.grace, "shutdown-grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may finish")
+	fs.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// config finishes the node configuration from the parsed flags.
+func (a *agentFlags) config(e *env) (node.Config, error) {
+	cfg := a.cfg
+	if len(a.resources) > 0 {
+		cfg.Resources = make(map[string]int64)
+		for _, r := range a.resources {
+			k, v, ok := strings.Cut(r, "=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if !ok || k == "" || err != nil || n < 0 {
+				return cfg, usageErr("--resource %q: use NAME=N with a whole number N >= 0", r)
+			}
+			cfg.Resources[k] = n
+		}
+	}
+	log, err := newLogger(e.stderr, a.logFormat, a.logLevel)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Logger = log
+	cfg.Version = version()
+	return cfg, nil
+}
+
+func runAgent(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "agent", "agent [flags]")
+	var a agentFlags
+	a.register(fs)
+	if err := parse(e, fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments: %v", fs.Args())
+	}
+	cfg, err := a.config(e)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "starling %s: node %s serving http://%s (slots %d)\n", version(), n.Name(), n.HTTPAddr(), cfg.Slots)
+	<-ctx.Done()
+	cfg.Logger.Info("stopping", slog.Duration("grace", a.grace))
+	sctx, cancel := context.WithTimeout(context.Background(), a.grace)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
