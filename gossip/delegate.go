@@ -48,6 +48,13 @@ func (d *delegate) NotifyMsg(buf []byte) {
 			return
 		}
 		d.c.acceptLoad(r, true, now)
+	case msgLeave:
+		name, inc, err := decodeLeave(buf)
+		if err != nil {
+			d.c.logger.Debug("dropping malformed leave intent", slog.Int("bytes", len(buf)))
+			return
+		}
+		d.c.acceptLeave(name, inc, now)
 	default:
 		d.c.logger.Debug("dropping unknown gossip message", slog.Int("type", int(buf[0])))
 	}
@@ -87,18 +94,30 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) { d.c.observe(n, eventJoin) }
 // NotifyUpdate records a member's new metadata.
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.c.observe(n, eventUpdate) }
 
-// NotifyLeave records a member leaving (StateLeft) or failing (StateDead).
-func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		d.c.observe(n, eventLeave)
-	} else {
-		d.c.observe(n, eventFailed)
-	}
-}
+// NotifyLeave records a member leaving or failing. memberlist does not say
+// which (n.State is not maintained), so observe decides from leave intents.
+func (d *delegate) NotifyLeave(n *memberlist.Node) { d.c.observe(n, eventFailed) }
 
 // observe updates the member table from a memberlist node (copying it: it
-// belongs to memberlist) and queues the event for the user.
+// belongs to memberlist) and queues the event for the user. A death
+// (eventFailed) becomes a leave when the member announced one.
 func (c *Cluster) observe(n *memberlist.Node, kind eventKind) {
+	now := time.Now()
+	name, addr := n.Name, hostPort(n.Addr, n.Port)
+	meta := bytes.Clone(n.Meta)
+
+	c.stateLock.Lock()
+	e := c.members[name]
+	if e == nil {
+		e = &memberEntry{state: StateDead} // so that a join counts as a change
+		c.members[name] = e
+	}
+	if kind == eventFailed && name != c.cfg.Name && c.leftLocked(name, e.since, now) {
+		kind = eventLeave
+	}
+	if kind == eventFailed && name == c.cfg.Name && c.left.Load() {
+		kind = eventLeave
+	}
 	state := StateAlive
 	switch kind {
 	case eventLeave:
@@ -106,26 +125,12 @@ func (c *Cluster) observe(n *memberlist.Node, kind eventKind) {
 	case eventFailed:
 		state = StateDead
 	}
-	m := Member{
-		Name:  n.Name,
-		Addr:  hostPort(n.Addr, n.Port),
-		Meta:  bytes.Clone(n.Meta),
-		State: state,
-		Local: n.Name == c.cfg.Name,
-	}
-
-	c.stateLock.Lock()
-	e := c.members[m.Name]
-	if e == nil {
-		e = &memberEntry{}
-		c.members[m.Name] = e
-	}
 	if e.state != state || e.since.IsZero() {
-		e.since = time.Now()
+		e.since = now
 	}
-	e.addr, e.meta, e.state = m.Addr, bytes.Clone(m.Meta), state
+	e.addr, e.meta, e.state = addr, meta, state
 	if state != StateAlive {
-		delete(c.loads, m.Name)
+		delete(c.loads, name)
 	}
 	alive := 0
 	for _, e := range c.members {
@@ -136,11 +141,16 @@ func (c *Cluster) observe(n *memberlist.Node, kind eventKind) {
 	c.numAlive.Store(int32(alive))
 	c.stateLock.Unlock()
 
-	if m.Local {
+	if name == c.cfg.Name {
 		return
 	}
 	c.logger.Info("member "+[...]string{"joined", "updated", "left", "failed"}[kind],
-		slog.String("peer", m.Name), slog.String("addr", m.Addr))
+		slog.String("peer", name), slog.String("addr", addr))
+	c.emit(kind, Member{Name: name, Addr: addr, Meta: bytes.Clone(meta), State: state})
+}
+
+// emit queues an event for the user's Events, if any.
+func (c *Cluster) emit(kind eventKind, m Member) {
 	if c.events != nil {
 		c.events.push(event{kind: kind, member: m})
 	}

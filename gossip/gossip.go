@@ -44,8 +44,10 @@ type Cluster struct {
 
 	stateLock sync.Mutex // guards the fields below; never held while calling into memberlist
 	members   map[string]*memberEntry
-	loads     map[string]*loadReport // remote members' reports by origin
-	meta      []byte                 // local meta
+	loads     map[string]*loadReport  // remote members' reports by origin
+	intents   map[string]*leaveIntent // graceful-leave announcements by member
+	latestInc map[string]int64        // highest incarnation seen per member
+	meta      []byte                  // local meta
 	localLoad localLoad
 }
 
@@ -91,6 +93,8 @@ func New(cfg Config) (c *Cluster, err error) {
 		stopped:     make(chan struct{}),
 		members:     make(map[string]*memberEntry),
 		loads:       make(map[string]*loadReport),
+		intents:     make(map[string]*leaveIntent),
+		latestInc:   make(map[string]int64),
 		meta:        bytes.Clone(cfg.Meta),
 	}
 	if cfg.Events != nil {
@@ -287,23 +291,6 @@ func (c *Cluster) UpdateMeta(meta []byte) error {
 	c.stateLock.Unlock()
 	if err := c.ml.UpdateNode(c.cfg.BroadcastTimeout); err != nil {
 		return fmt.Errorf("gossip: update meta: %w", err)
-	}
-	return nil
-}
-
-// Leave announces a graceful departure: peers see MemberLeave instead of
-// MemberFailed, and this member stops joining and sending load. It waits up
-// to timeout for the announcement to go out. Call Shutdown afterwards.
-func (c *Cluster) Leave(timeout time.Duration) error {
-	c.leaveMu.RLock()
-	defer c.leaveMu.RUnlock()
-	if c.isClosed() {
-		return ErrShutdown // memberlist panics on Leave after Shutdown
-	}
-	c.left.Store(true)
-	c.logger.Info("leaving cluster")
-	if err := c.ml.Leave(timeout); err != nil {
-		return fmt.Errorf("gossip: leave: %w", err)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 const (
 	msgLoad  byte = 1 // one load report (broadcast and relayed)
 	msgState byte = 2 // push/pull state: all known load reports
+	msgLeave byte = 3 // leave intent (see leave.go)
 )
 
 var errMalformed = errors.New("gossip: malformed message")
@@ -51,14 +52,20 @@ func (r *loadReport) newer(old *loadReport) bool {
 // name | incarnation | version | age ms | payload, lengths as uvarints.
 func appendReport(b []byte, r *loadReport, now time.Time) []byte {
 	age := max(now.Sub(r.produced).Milliseconds(), 0)
-	b = binary.AppendUvarint(b, uint64(len(r.origin)))
-	b = append(b, r.origin...)
-	b = binary.AppendVarint(b, r.incarnation)
+	b = appendString(b, r.origin)
+	b = appendVarint(b, r.incarnation)
 	b = binary.AppendUvarint(b, r.version)
 	b = binary.AppendUvarint(b, uint64(age))
 	b = binary.AppendUvarint(b, uint64(len(r.payload)))
 	return append(b, r.payload...)
 }
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendVarint(b []byte, v int64) []byte { return binary.AppendVarint(b, v) }
 
 // reader decodes the fields appendReport writes; the first error sticks.
 type reader struct {
@@ -280,6 +287,7 @@ func (c *Cluster) loadLoop() {
 				delete(c.loads, name)
 			}
 		}
+		c.sweepIntentsLocked(now)
 		ll := &c.localLoad
 		if ll.set && !c.left.Load() && (ll.dirty || ll.sent == nil || now.Sub(ll.sent.produced) >= c.cfg.LoadTTL/3) {
 			var version uint64 = 1
@@ -317,6 +325,7 @@ func (c *Cluster) acceptLoad(r *loadReport, relay bool, now time.Time) bool {
 		return false
 	}
 	c.loads[r.origin] = r
+	c.latestInc[r.origin] = max(c.latestInc[r.origin], r.incarnation)
 	c.stateLock.Unlock()
 	if relay {
 		c.broadcasts.QueueBroadcast(newLoadBroadcast(r, now))
