@@ -169,7 +169,7 @@ func (n *Node) records(tasks []*task) []api.Task {
 	defer n.mu.Unlock()
 	out := make([]api.Task, len(tasks))
 	for i, t := range tasks {
-		out[i] = t.record(n.cfg.Name)
+		out[i] = n.recordLocked(t)
 	}
 	return out
 }

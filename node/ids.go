@@ -26,22 +26,8 @@ func taskID(nodeID string, seq uint64) string {
 	return nodeID + "-" + strconv.FormatUint(seq, 36)
 }
 
-func graphID(nodeID string, seq uint64) string {
-	return nodeID + "-g" + strconv.FormatUint(seq, 36)
-}
-
 // OwnerOf returns the node id embedded in a task or graph id.
 func OwnerOf(id string) (string, bool) {
 	owner, rest, ok := strings.Cut(id, "-")
 	return owner, ok && len(owner) == 8 && rest != ""
-}
-
-// parseTaskSeq returns the sequence of a task id owned by nodeID.
-func parseTaskSeq(nodeID, id string) (uint64, bool) {
-	rest, ok := strings.CutPrefix(id, nodeID+"-")
-	if !ok || rest == "" || rest[0] == 'g' {
-		return 0, false
-	}
-	seq, err := strconv.ParseUint(rest, 36, 64)
-	return seq, err == nil
 }

@@ -207,6 +207,9 @@ func (n *Node) worker(r *run) {
 		if r == nil {
 			n.busy--
 		}
+		// The run gave back its resources: tasks that waited for them may now fit
+		// the other idle slots, not just this one.
+		n.dispatchLocked()
 		n.mu.Unlock()
 	}
 }
@@ -231,9 +234,17 @@ func (n *Node) execute(r *run) (result json.RawMessage, err error) {
 		}
 		v, err = r.handler(r.ctx, &r.in)
 	}()
-	if err == nil && r.ctx.Err() != nil {
-		// A handler that ignored its context still timed out or was cancelled.
-		err = context.Cause(r.ctx)
+	if r.ctx.Err() != nil {
+		// The run's context ended (timeout, cancel, shutdown): say why, whatever the
+		// handler made of it. A handler that ignored its context still timed out, and
+		// one that returned ctx.Err() reports the cause, not "context canceled".
+		cause := context.Cause(r.ctx)
+		switch {
+		case err == nil || err == r.ctx.Err():
+			err = cause
+		case !errors.Is(err, cause):
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
 	}
 	res, encErr := n.encodeResult(v)
 	if encErr != nil && err == nil {
@@ -348,11 +359,11 @@ func (n *Node) Cancel(id string) (api.Task, error) {
 		return api.Task{}, err
 	}
 	if t.state.Terminal() {
-		return t.record(n.cfg.Name), &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
+		return n.recordLocked(t), &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
 			Message: fmt.Sprintf("task %s already %s", id, t.state)}
 	}
 	n.cancelLocked(t, "cancelled by request", time.Now())
-	return t.record(n.cfg.Name), nil
+	return n.recordLocked(t), nil
 }
 
 func (n *Node) cancelLocked(t *task, why string, now time.Time) {

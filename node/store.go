@@ -26,6 +26,16 @@ func (n *Node) lookupLocked(id string) (*task, error) {
 	return t, nil
 }
 
+// recordLocked renders t for the API. A queued task that could run here but waits
+// for busy resources says which.
+func (n *Node) recordLocked(t *task) api.Task {
+	r := t.record(n.cfg.Name)
+	if t.state == api.Queued && r.Waiting == "" && t.heapIdx >= 0 {
+		r.Waiting = n.res.busyFor(t.needs)
+	}
+	return r
+}
+
 // Get returns a task's record.
 func (n *Node) Get(id string) (api.Task, error) {
 	n.mu.Lock()
@@ -34,7 +44,7 @@ func (n *Node) Get(id string) (api.Task, error) {
 	if err != nil {
 		return api.Task{}, err
 	}
-	return t.record(n.cfg.Name), nil
+	return n.recordLocked(t), nil
 }
 
 // expireLocked drops finished records older than Retain, and the oldest ones while
@@ -110,7 +120,7 @@ func (n *Node) List(o ListOptions) (api.TaskList, error) {
 			out.NextCursor = strconv.FormatUint(last, 36)
 			break
 		}
-		out.Tasks = append(out.Tasks, t.record(n.cfg.Name))
+		out.Tasks = append(out.Tasks, n.recordLocked(t))
 		last = t.seq
 	}
 	return out, nil
