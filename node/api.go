@@ -196,7 +196,7 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	tasks, err := n.submit(specs)
+	tasks, err := n.submit(specs, batch)
 	if err != nil {
 		writeError(w, err)
 		return

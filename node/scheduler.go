@@ -22,7 +22,7 @@ func (e timeoutError) Error() string { return fmt.Sprintf("timeout: the run exce
 // error, none. It returns the new task ids in order. A spec with an idempotency key
 // already seen returns the earlier task's id instead of a new task.
 func (n *Node) Submit(specs []api.Spec) ([]string, error) {
-	tasks, err := n.submit(specs)
+	tasks, err := n.submit(specs, len(specs) > 1)
 	if err != nil {
 		return nil, err
 	}
@@ -33,8 +33,9 @@ func (n *Node) Submit(specs []api.Spec) ([]string, error) {
 	return ids, nil
 }
 
-// submit is Submit returning the tasks.
-func (n *Node) submit(specs []api.Spec) ([]*task, error) {
+// submit is Submit returning the tasks. A batch's errors name the spec at fault by its
+// index ("tasks[0].timeout"), even in a batch of one.
+func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 	if len(specs) == 0 {
 		return nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
 	}
@@ -42,7 +43,6 @@ func (n *Node) submit(specs []api.Spec) ([]*task, error) {
 		return nil, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
 			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), n.cfg.MaxBatch)}
 	}
-	batch := len(specs) > 1
 	reg := n.registry()
 	for i := range specs {
 		if err := n.validate(reg, &specs[i]); err != nil {

@@ -115,9 +115,15 @@ func decodeStrict(body []byte, v any) error {
 	switch {
 	case errors.Is(err, io.EOF):
 		return &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "the body is empty; send a task spec as JSON"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest,
+			Message: fmt.Sprintf("the body is not valid JSON: it ends after %d bytes, in the middle of a value", len(body))}
 	case errors.As(err, &syntax):
 		return &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest,
 			Message: fmt.Sprintf("the body is not valid JSON: %v (at byte %d)", syntax, syntax.Offset)}
+	case errors.As(err, &typ) && typ.Field == "":
+		return &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest,
+			Message: fmt.Sprintf(`expected a JSON object (a task spec, or {"tasks": [...]}), got a JSON %s`, typ.Value)}
 	case errors.As(err, &typ):
 		field := typ.Field
 		if f, ok := strings.CutPrefix(field, "Spec."); ok {
@@ -128,6 +134,9 @@ func decodeStrict(body []byte, v any) error {
 		return specErr("timeout", "%v", dur)
 	case errors.As(err, &tm):
 		return specErr("deadline", "%q is not an RFC 3339 time (such as 2026-11-24T18:00:00Z)", tm.Value)
+	case strings.HasPrefix(err.Error(), "Time.UnmarshalJSON: "):
+		// A deadline that is not a JSON string: time.Time says so without a type.
+		return specErr("deadline", "expected an RFC 3339 time as a string (such as \"2026-11-24T18:00:00Z\")")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
 		return specErr(strings.Trim(name, `"`), "unknown field (a spec has type, payload, name, priority, deadline, timeout, retries, requires, deps, trigger, idempotency_key)")
