@@ -138,7 +138,8 @@ type Config struct {
 	// LoadTTL is how long a peer's load report stays valid without a newer
 	// one; older reports are dropped as stale. An unchanged local report is
 	// re-sent every LoadTTL/3 so live members never go stale. It must be
-	// at least 3*LoadInterval. Default 5s (1s for ProfileFast).
+	// at least 3*LoadInterval. Default 5s (1s for ProfileFast), or
+	// 5*LoadInterval if that is longer.
 	LoadTTL time.Duration
 
 	// ReconnectInterval is how often one failed (not left) member is picked
@@ -204,7 +205,7 @@ func (c Config) withDefaults() Config {
 		c.BindAddr = DefaultBindAddr
 	}
 	set(&c.LoadInterval, d.loadInterval)
-	set(&c.LoadTTL, d.loadTTL)
+	set(&c.LoadTTL, max(d.loadTTL, 5*c.LoadInterval))
 	set(&c.ReconnectInterval, d.reconnectInterval)
 	set(&c.ReconnectTimeout, d.reconnectTimeout)
 	set(&c.TombstoneTimeout, d.tombstone)

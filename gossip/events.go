@@ -12,15 +12,17 @@ import (
 // in the order this member observed the changes. They may call any Cluster
 // method, but should return quickly: events queue up behind a slow handler
 // (the queue is unbounded and memberlist itself is never blocked by it).
-// After Shutdown returns, no further calls are made; events still queued
-// then are dropped.
+// Once Shutdown has returned nil, no further calls are made; events still
+// queued then are dropped.
 type Events interface {
 	// MemberJoin: a member became alive (new, or back after failing or
 	// leaving).
 	MemberJoin(Member)
-	// MemberUpdate: an alive member changed its Meta (or address).
+	// MemberUpdate: an alive member changed its Meta.
 	MemberUpdate(Member)
-	// MemberLeave: a member left gracefully (State is StateLeft).
+	// MemberLeave: a member left gracefully (State is StateLeft). If its
+	// leave announcement arrived after its death was detected, this
+	// follows a MemberFailed for the same member.
 	MemberLeave(Member)
 	// MemberFailed: a member was declared dead (State is StateDead).
 	MemberFailed(Member)

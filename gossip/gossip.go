@@ -298,9 +298,9 @@ func (c *Cluster) UpdateMeta(meta []byte) error {
 // Shutdown stops memberlist without announcing a departure (peers will
 // declare this member failed; call Leave first to leave gracefully) and
 // waits, bounded by ctx, for every goroutine this member started. It is
-// idempotent; later calls wait the same way. A Leave in progress is allowed
-// to finish first (it is bounded by its own timeout). Once Shutdown returns
-// nil, no more Events are delivered.
+// idempotent; later calls wait the same way. A Leave or UpdateMeta in
+// progress is allowed to finish first (each is bounded by its own timeout).
+// Once Shutdown returns nil, no more Events are delivered.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.stopOnce.Do(func() {
 		c.leaveMu.Lock()

@@ -234,3 +234,24 @@ func TestMembersAreCopies(t *testing.T) {
 		t.Fatalf("Member returned shared memory: %q", m2.Meta)
 	}
 }
+
+func TestLateLeaveIntentTurnsFailureIntoLeave(t *testing.T) {
+	rec := &recorder{}
+	a := start(t, "a", withEvents(rec))
+	b := start(t, "b", joining(a))
+	waitConverged(t, a, b)
+	inc := b.incarnation
+	shutdown(t, b)
+	waitFor(t, 10*time.Second, "a's failed event for b", func() bool { return rec.has("failed", "b") })
+
+	a.acceptLeave("b", inc, time.Now())
+	waitFor(t, 5*time.Second, "a's leave event for b", func() bool { return rec.has("leave", "b") })
+	if got := stateOf(a, "b"); got != "left" {
+		t.Fatalf("a sees b as %s", got)
+	}
+	a.acceptLeave("b", inc, time.Now()) // a relayed duplicate changes nothing
+	time.Sleep(50 * time.Millisecond)
+	if n := len(rec.find("leave", "b")); n != 1 {
+		t.Fatalf("%d leave events for one departure", n)
+	}
+}

@@ -41,7 +41,7 @@ func TestParseKey(t *testing.T) {
 			}
 		})
 	}
-	if GenerateKey() == GenerateKey() {
+	if k1, k2 := GenerateKey(), GenerateKey(); k1 == k2 {
 		t.Error("GenerateKey repeated itself")
 	}
 }
@@ -175,7 +175,7 @@ func TestDefaultConfig(t *testing.T) {
 		}
 	}
 	// Each member gets its own memberlist config.
-	if memberlistConfig(ProfileFast) == memberlistConfig(ProfileFast) {
+	if m1, m2 := memberlistConfig(ProfileFast), memberlistConfig(ProfileFast); m1 == m2 {
 		t.Error("memberlist config shared")
 	}
 }
