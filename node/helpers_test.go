@@ -262,12 +262,6 @@ func (r *recorder) seen() []string {
 	return append([]string(nil), r.order...)
 }
 
-// jsonString quotes s for a spec.
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
-
 // compactJSON canonicalises JSON for comparison.
 func compactJSON(t testing.TB, b []byte) string {
 	t.Helper()
