@@ -32,6 +32,9 @@ type GrantedTask struct {
 	// Epoch is the task's epoch for this grant: the executor reports running and
 	// the result to the owner with it, and the owner ignores other epochs.
 	Epoch uint64
+	// Spec is opaque to this package: what the thief needs to run the task
+	// (its spec as the node encodes it), carried over from Candidate.Spec.
+	Spec []byte
 }
 
 // Grant gives tasks to a thief in answer to its request ReqID. The victim keeps

@@ -94,6 +94,8 @@ type Candidate struct {
 	Epoch    uint64
 	Priority int
 	Class    Class
+	// Spec is carried into the grant as GrantedTask.Spec.
+	Spec []byte
 }
 
 // Choose picks the tasks a victim gives for req, as indexes into candidates in

@@ -78,7 +78,8 @@ func TestPeerLoadServable(t *testing.T) {
 func cands(prios ...int) []Candidate {
 	out := make([]Candidate, len(prios))
 	for i, p := range prios {
-		out[i] = Candidate{ID: string(rune('a' + i)), Epoch: uint64(i), Priority: p, Class: Class{Type: "a"}}
+		id := string(rune('a' + i))
+		out[i] = Candidate{ID: id, Epoch: uint64(i), Priority: p, Class: Class{Type: "a"}, Spec: []byte("spec " + id)}
 	}
 	return out
 }

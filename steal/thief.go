@@ -246,7 +246,7 @@ func (t *Thief) Tick(now time.Time) []Reply {
 // flight to it is given up at once (without backoff); a grant that still
 // comes for it is refused. Accepted grants from it are kept, because a victim
 // declared dead by mistake may still ask, but their acknowledgements are no
-// longer resent until the victim shows up with a grant again.
+// longer resent until PeerAlive or a copy of the grant shows the victim up.
 func (t *Thief) PeerDead(victim NodeID) {
 	if f := t.inflight; f != nil && f.req.Victim == victim {
 		t.inflight = nil
@@ -254,6 +254,16 @@ func (t *Thief) PeerDead(victim NodeID) {
 	for _, a := range t.accepted {
 		if a.victim == victim {
 			a.quiet = true
+		}
+	}
+}
+
+// PeerAlive tells the thief that gossip sees victim alive again after
+// declaring it dead: acknowledgements of its grants are resent again.
+func (t *Thief) PeerAlive(victim NodeID) {
+	for _, a := range t.accepted {
+		if a.victim == victim {
+			a.quiet = false
 		}
 	}
 }

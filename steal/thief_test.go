@@ -276,7 +276,7 @@ func TestThiefAnswersGrantsConsistently(t *testing.T) {
 	g := grantFor(req, 3, "x", "y")
 
 	reply, tasks := th.OnGrant(t0, g)
-	if !reply.Accept || !slices.Equal(tasks, g.Tasks) {
+	if !reply.Accept || !equalTasks(tasks, g.Tasks) {
 		t.Fatalf("first copy: reply %+v tasks %v", reply, tasks)
 	}
 	tasks[0].ID = "mutated" // the caller owns what it got

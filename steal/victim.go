@@ -130,7 +130,7 @@ func (v *Victim) OnRequest(now time.Time, req StealRequest, candidates []Candida
 	g := Grant{Victim: v.self, VictimInc: v.inc, Thief: req.Thief, ThiefInc: req.ThiefInc, ReqID: req.ReqID}
 	g.Tasks = make([]GrantedTask, len(d.Take))
 	for i, k := range d.Take {
-		g.Tasks[i] = GrantedTask{ID: candidates[k].ID, Epoch: candidates[k].Epoch + 1}
+		g.Tasks[i] = GrantedTask{ID: candidates[k].ID, Epoch: candidates[k].Epoch + 1, Spec: candidates[k].Spec}
 	}
 	rec.parked[req.ReqID] = &parked{grant: g, resendAt: now.Add(v.cfg.ResendInterval)}
 	v.stats.Grants++

@@ -1,10 +1,17 @@
 package steal
 
 import (
+	"bytes"
 	"slices"
 	"testing"
 	"time"
 )
+
+func equalTasks(a, b []GrantedTask) bool {
+	return slices.EqualFunc(a, b, func(x, y GrantedTask) bool {
+		return x.ID == y.ID && x.Epoch == y.Epoch && bytes.Equal(x.Spec, y.Spec)
+	})
+}
 
 func newTestVictim(tb testing.TB) *Victim {
 	tb.Helper()
@@ -22,7 +29,7 @@ func request(id uint64, max int) StealRequest {
 func TestVictimOnRequest(t *testing.T) {
 	gpu := Class{Type: "a", Tags: []string{"gpu"}}
 	queue := []Candidate{
-		{ID: "q0", Epoch: 0, Priority: 5, Class: Class{Type: "a"}},
+		{ID: "q0", Epoch: 0, Priority: 5, Class: Class{Type: "a"}, Spec: []byte("spec0")},
 		{ID: "q1", Epoch: 4, Priority: 5, Class: gpu},
 		{ID: "q2", Epoch: 2, Priority: 1, Class: Class{Type: "a"}},
 		{ID: "q3", Epoch: 0, Priority: 0, Class: Class{Type: "a"}},
@@ -37,12 +44,12 @@ func TestVictimOnRequest(t *testing.T) {
 		empty bool
 	}{
 		{"half the servable, epochs bumped", request(1, 10), queue,
-			[]int{0, 2}, []GrantedTask{{"q0", 1}, {"q2", 3}}, false},
+			[]int{0, 2}, []GrantedTask{{"q0", 1, []byte("spec0")}, {"q2", 3, nil}}, false},
 		{"bounded by max", request(1, 1), queue,
-			[]int{0}, []GrantedTask{{"q0", 1}}, false},
+			[]int{0}, []GrantedTask{{"q0", 1, []byte("spec0")}}, false},
 		{"gpu thief gets gpu work too", StealRequest{Thief: "t", ThiefInc: 7, Victim: "v", ReqID: 1, Max: 10,
 			Cap: Capability{Types: map[string]bool{"a": true}, Tags: map[string]bool{"gpu": true}}}, queue,
-			[]int{0, 1, 2}, []GrantedTask{{"q0", 1}, {"q1", 5}, {"q2", 3}}, false},
+			[]int{0, 1, 2}, []GrantedTask{{"q0", 1, []byte("spec0")}, {"q1", 5, nil}, {"q2", 3, nil}}, false},
 		{"nothing queued", request(1, 10), nil, nil, nil, true},
 		{"nothing servable", request(1, 10), queue[1:2], nil, nil, true},
 	}
@@ -67,7 +74,7 @@ func TestVictimOnRequest(t *testing.T) {
 				t.Fatalf("decision %+v, want a grant", d)
 			}
 			g := *d.Grant
-			if g.Victim != "v" || g.VictimInc != 3 || g.Thief != "t" || g.ThiefInc != 7 || g.ReqID != 1 || !slices.Equal(g.Tasks, tt.tasks) {
+			if g.Victim != "v" || g.VictimInc != 3 || g.Thief != "t" || g.ThiefInc != 7 || g.ReqID != 1 || !equalTasks(g.Tasks, tt.tasks) {
 				t.Fatalf("grant %+v, want tasks %v", g, tt.tasks)
 			}
 			if s := v.Stats(); s.Parked != 1 || s.Grants != 1 || s.Tasks != uint64(len(tt.tasks)) {
@@ -122,7 +129,7 @@ func TestVictimOnReply(t *testing.T) {
 	t.Run("ack hands the tasks over and releases, once", func(t *testing.T) {
 		v, g := setup(t)
 		s := v.OnReply(reply(g, true))
-		if !slices.Equal(s.Acked, g.Tasks) || s.Requeue != nil || *s.Release != *release(g) {
+		if !equalTasks(s.Acked, g.Tasks) || s.Requeue != nil || *s.Release != *release(g) {
 			t.Fatalf("settlement %+v", s)
 		}
 		for i := range 2 {
@@ -141,7 +148,7 @@ func TestVictimOnReply(t *testing.T) {
 	t.Run("refusal gives the tasks back, once", func(t *testing.T) {
 		v, g := setup(t)
 		s := v.OnReply(reply(g, false))
-		if !slices.Equal(s.Requeue, g.Tasks) || s.Acked != nil || s.Release != nil {
+		if !equalTasks(s.Requeue, g.Tasks) || s.Acked != nil || s.Release != nil {
 			t.Fatalf("settlement %+v", s)
 		}
 		if s := v.OnReply(reply(g, false)); s.Requeue != nil {
@@ -186,7 +193,7 @@ func TestVictimResendsUntilAnswered(t *testing.T) {
 		t.Fatalf("resent %v early", out)
 	}
 	out := v.Tick(t0.Add(cfg.ResendInterval))
-	if len(out) != 1 || out[0].Thief != "t" || !slices.Equal(out[0].Tasks, g1.Tasks) {
+	if len(out) != 1 || out[0].Thief != "t" || !equalTasks(out[0].Tasks, g1.Tasks) {
 		t.Fatalf("resent %+v, want t's grant only", out)
 	}
 	out = v.Tick(t0.Add(2*cfg.ResendInterval + 10*time.Millisecond))
@@ -213,7 +220,7 @@ func TestVictimPeerDead(t *testing.T) {
 	}
 	got := v.PeerDead("t")
 	want := append(slices.Clone(g1.Tasks), g2.Tasks...)
-	if !slices.Equal(got, want) {
+	if !equalTasks(got, want) {
 		t.Fatalf("PeerDead returned %v, want the parked %v (not the acked %v)", got, want, acked.Tasks)
 	}
 	if v.Stats().Parked != 0 || v.PeerDead("t") != nil {
@@ -241,7 +248,7 @@ func TestVictimThiefRestart(t *testing.T) {
 	restarted := request(1, 1)
 	restarted.ThiefInc = 8
 	d := v.OnRequest(t0, restarted, cands(0, 0))
-	if !slices.Equal(d.Requeue, g.Tasks) {
+	if !equalTasks(d.Requeue, g.Tasks) {
 		t.Fatalf("requeue %v, want the old incarnation's %v", d.Requeue, g.Tasks)
 	}
 	if d.Grant == nil || d.Grant.ThiefInc != 8 || d.Grant.ReqID != 1 {
