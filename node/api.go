@@ -73,8 +73,10 @@ func (n *Node) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		got := sha256.Sum256([]byte(token))
+		// The scheme is case-insensitive (RFC 9110 §11.1): "bearer" is "Bearer".
+		scheme, token, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+		ok = ok && strings.EqualFold(scheme, "Bearer")
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !ok || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="starling"`)
 			msg := "this node requires a token: send Authorization: Bearer TOKEN (starling --token or STARLING_TOKEN)"

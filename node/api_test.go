@@ -118,6 +118,9 @@ func TestAuth(t *testing.T) {
 	if r := do(t, n, http.MethodGet, "/metrics", "", auth...); r.status != http.StatusOK {
 		t.Errorf("/metrics with the token: %d", r.status)
 	}
+	if r := do(t, n, http.MethodGet, "/v1/tasks", "", "Authorization", "bearer s3cret"); r.status != http.StatusOK {
+		t.Errorf("the scheme in lower case: %d; auth schemes are case-insensitive", r.status)
+	}
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if r := do(t, n, http.MethodGet, path, ""); r.status != http.StatusOK {
 			t.Errorf("%s without a token: %d %s; health checks are open", path, r.status, r.body)
@@ -448,5 +451,57 @@ func TestRoutes(t *testing.T) {
 	}
 	if got := fmt.Sprint(n.Types()); got != "[echo noop sleep]" {
 		t.Errorf("Types() = %s", got)
+	}
+}
+
+// TestShutdownEndsLongPollsAndStreams: Shutdown does not wait for a long poll or an
+// event stream to end on its own; both get an answer.
+func TestShutdownEndsLongPollsAndStreams(t *testing.T) {
+	n := newTestNode(t, nil)
+	id := submit(t, n, `{"type":"noop","requires":{"tags":["nowhere"]}}`).ID // queued for good
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+"/v1/events", nil)
+	stream, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	sc := bufio.NewScanner(stream.Body)
+	sc.Scan() // the opening comment: subscribed
+	polled := make(chan api.Task, 1)
+	go func() {
+		var rec api.Task
+		if resp, err := httpClient.Get(n.URL() + "/v1/tasks/" + id + "?wait=60s"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&rec)
+			resp.Body.Close()
+		}
+		polled <- rec
+	}()
+	// Give the poll time to reach the server: a poll sent after Shutdown would be
+	// refused, and the test would fail, not pass, for it.
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := n.Shutdown(sctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Shutdown took %v with a long poll and a stream open", el)
+	}
+	select {
+	case rec := <-polled:
+		if rec.ID != id || rec.State != api.Queued {
+			t.Errorf("the long poll answered %+v; want the queued record", rec)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the long poll got no answer")
+	}
+	for sc.Scan() {
+	}
+	// The stream ended (EOF) rather than the test's context.
+	if ctx.Err() != nil {
+		t.Error("the event stream stayed open after Shutdown")
 	}
 }
