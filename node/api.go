@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -235,7 +236,9 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	t, err := n.lookupLocked(id)
 	n.mu.Unlock()
 	if err != nil {
-		writeError(w, err)
+		if !n.forward(w, r, id) {
+			writeError(w, err)
+		}
 		return
 	}
 	longPoll(w, wait)
@@ -245,6 +248,10 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
 	rec, err := n.Cancel(r.PathValue("id"))
+	var e *api.Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound && n.forward(w, r, r.PathValue("id")) {
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -320,22 +327,51 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.Cluster{Self: n.cfg.Name, Members: []api.Member{n.selfMember()}})
+	writeJSON(w, http.StatusOK, n.Members())
 }
 
-// selfMember describes this node.
-func (n *Node) selfMember() api.Member {
+// Members is the cluster as this node sees it: itself first, then its peers by name,
+// the ones that are gone included while gossip remembers them.
+func (n *Node) Members() api.Cluster {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	out := api.Cluster{Self: n.cfg.Name, Members: []api.Member{n.selfMemberLocked()}}
+	if n.cluster == nil {
+		return out
+	}
+	now := time.Now()
+	var peers []api.Member
+	for id, p := range n.cluster.peers {
+		m := api.Member{
+			Name: p.name, ID: id, State: p.state, HTTP: p.meta.HTTP, RPC: p.meta.RPC, Version: p.meta.Ver,
+			Slots: p.meta.Slots, Tags: p.meta.Tags, Resources: p.meta.Res,
+		}
+		if p.load != nil && !p.gone {
+			m.Load = &api.Load{Queued: p.load.Queued, Running: p.load.Running, Free: p.load.Free, FreeRes: p.load.FreeRes,
+				AgeMS: now.Sub(p.loadSeen).Milliseconds()}
+		}
+		peers = append(peers, m)
+	}
+	slices.SortFunc(peers, func(a, b api.Member) int { return strings.Compare(a.Name, b.Name) })
+	out.Members = append(out.Members, peers...)
+	return out
+}
+
+// selfMemberLocked describes this node.
+func (n *Node) selfMemberLocked() api.Member {
 	free := make(map[string]int64, len(n.res.free))
 	for k, v := range n.res.free {
 		free[k] = v
 	}
-	return api.Member{
+	m := api.Member{
 		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
 		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
 		Load: &api.Load{Queued: n.q.len, Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: free},
 	}
+	if c := n.cluster; c != nil && c.gossip != nil {
+		m.Gossip, m.RPC = c.gossip.LocalAddr(), c.wire.Addr()
+	}
+	return m
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {

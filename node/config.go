@@ -74,6 +74,10 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 
+	// Cluster, when set, makes the node a member of a cluster (gossip, peer RPC,
+	// work stealing). nil: the node runs on its own.
+	Cluster *ClusterConfig
+
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
 	// Version is reported by the node (the binary sets it).

@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/starlingsched/starling/internal/api"
+	"github.com/starlingsched/starling/steal"
 )
 
 // Node is a running Starling node: a scheduler, its worker slots, its handlers and its
@@ -46,6 +49,10 @@ type Node struct {
 
 	events  *hub
 	metrics *metrics
+
+	// cluster is nil for a node on its own. Its maps are guarded by mu.
+	cluster   *cluster
+	forwarder *http.Client
 
 	ln       net.Listener
 	srv      *http.Server
@@ -101,6 +108,29 @@ func New(cfg Config) (*Node, error) {
 		n.handlers["exec"] = n.exec.run
 		n.validators["exec"] = func(p []byte) error { _, err := n.exec.check(p); return err }
 	}
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		cc.fill()
+		if err := cc.Steal.Validate(); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.cluster = &cluster{
+			cfg: cc, inc: uint64(time.Now().UnixNano()),
+			peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*task{},
+			outbox: map[string]*outgoing{}, wake: make(chan struct{}, 1),
+		}
+		n.cluster.thief, err = steal.NewThief(steal.NodeID(n.id), n.cluster.inc, cc.Steal, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+		if err == nil {
+			n.cluster.victim, err = steal.NewVictim(steal.NodeID(n.id), n.cluster.inc, cc.Steal)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.cluster.capability = n.capabilityLocked()
+		n.forwarder = newForwarder()
+	}
 	n.runCtx, n.stopRuns = context.WithCancelCause(context.Background())
 	n.metrics = newMetrics(n)
 	n.srv = &http.Server{
@@ -131,6 +161,21 @@ func (n *Node) Handle(typ string, h Handler) error {
 	handlers := maps.Clone(n.handlers) // copy on write: see registry
 	handlers[typ] = h
 	n.handlers = handlers
+	for _, c := range n.q.classes {
+		c.unfit = n.unfitLocked(c.typ, c.needs)
+	}
+	if c := n.cluster; c != nil {
+		c.capability = n.capabilityLocked()
+		if c.gossip != nil {
+			md := n.metaLocked(c.wire.Addr())
+			n.goFunc(func() {
+				if b, err := msgpack.Marshal(md); err == nil {
+					c.gossip.UpdateMeta(b)
+				}
+			})
+		}
+	}
+	n.dispatchLocked()
 	return nil
 }
 
@@ -143,6 +188,15 @@ func (n *Node) Start() error {
 	}
 	n.started = true
 	n.mu.Unlock()
+	if n.cluster != nil {
+		if err := n.startCluster(); err != nil {
+			n.mu.Lock()
+			n.stopping = true
+			n.mu.Unlock()
+			n.ln.Close()
+			return err
+		}
+	}
 	n.goFunc(func() {
 		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", slog.Any("err", err))
@@ -204,6 +258,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}()
 		<-idle
 		n.stopRuns(ErrStopped)
+		if n.cluster != nil {
+			n.flushReports(ctx)
+			n.stopCluster(ctx, true)
+		}
 		n.mu.Lock()
 		for _, t := range n.tasks {
 			if t.retryTimer != nil {
@@ -245,7 +303,7 @@ func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
 func (n *Node) Types() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return slices.Sorted(maps.Keys(n.handlers))
+	return n.typesLocked()
 }
 
 // janitor drops finished records past retention. It looks often enough that a record
@@ -263,4 +321,41 @@ func (n *Node) janitor() {
 			n.mu.Unlock()
 		}
 	}
+}
+
+// Kill stops the node abruptly, as a crash would: no graceful leave, running tasks
+// cancelled at once, queued ones dropped. Peers find out through gossip. For tests
+// and simulations (testcluster); programs use Shutdown.
+func (n *Node) Kill() {
+	n.shutOnce.Do(func() {
+		n.mu.Lock()
+		n.stopping = true
+		n.mu.Unlock()
+		close(n.stopped)
+		n.events.close()
+		if !n.started {
+			n.ln.Close()
+		}
+		n.srv.Close()
+		n.stopRuns(ErrStopped)
+		if n.cluster != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n.stopCluster(ctx, false)
+			cancel()
+		}
+		n.mu.Lock()
+		for _, t := range n.tasks {
+			if t.retryTimer != nil {
+				t.retryTimer.Stop()
+			}
+		}
+		n.mu.Unlock()
+		n.wg.Wait()
+		n.log.Info("node killed")
+	})
+}
+
+// typesLocked lists the task types this node has handlers for.
+func (n *Node) typesLocked() []string {
+	return slices.Sorted(maps.Keys(n.handlers))
 }

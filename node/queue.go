@@ -1,6 +1,11 @@
 package node
 
-import "container/heap"
+import (
+	"container/heap"
+	"slices"
+
+	"github.com/starlingsched/starling/steal"
+)
 
 // The ready queue. Tasks are grouped by requirement class (what they need from a node)
 // and each class is a heap in run order: priority high first, then deadline early first
@@ -28,8 +33,12 @@ func before(a, b *task) bool {
 // class is the tasks that need the same things from a node.
 type class struct {
 	key   string
+	typ   string
 	needs needs
 	heap  taskHeap
+	// foreign counts the tasks in heap that other nodes own (stolen to run here);
+	// they are never stolen again.
+	foreign int
 	// unfit is why this node can never run the class (empty when it can).
 	unfit string
 }
@@ -77,6 +86,26 @@ func (q *queue) push(t *task) {
 	}
 	heap.Push(&c.heap, t)
 	q.len++
+	if t.foreign {
+		c.foreign++
+	}
+}
+
+// pop takes the best task of a class out of the queue.
+func (q *queue) pop(c *class) *task {
+	t := heap.Pop(&c.heap).(*task)
+	q.taken(c, t)
+	return t
+}
+
+func (q *queue) taken(c *class, t *task) {
+	q.len--
+	if t.foreign {
+		c.foreign--
+	}
+	if c.heap.Len() == 0 {
+		q.deactivate(c)
+	}
 }
 
 // remove takes a queued task out of the queue.
@@ -86,10 +115,7 @@ func (q *queue) remove(t *task) bool {
 	}
 	c := t.class
 	heap.Remove(&c.heap, t.heapIdx)
-	q.len--
-	if c.heap.Len() == 0 {
-		q.deactivate(c)
-	}
+	q.taken(c, t)
 	return true
 }
 
@@ -117,4 +143,29 @@ func (q *queue) next(fits func(*class) bool) *task {
 		}
 	}
 	return best
+}
+
+// stealClass describes the class to the stealing policy.
+func (c *class) stealClass() steal.Class {
+	k := steal.Class{Type: c.typ, Tags: c.needs.tags}
+	if len(c.needs.res) > 0 {
+		k.Resources = make(map[string]int64, len(c.needs.res))
+		for _, r := range c.needs.res {
+			k.Resources[r.name] = r.n
+		}
+	}
+	return k
+}
+
+// sortTasks sorts tasks in run order.
+func sortTasks(ts []*task) {
+	slices.SortFunc(ts, func(a, b *task) int {
+		switch {
+		case before(a, b):
+			return -1
+		case before(b, a):
+			return 1
+		}
+		return 0
+	})
 }

@@ -95,7 +95,7 @@ func (n *Node) addLocked(spec *api.Spec, now time.Time) *task {
 		heapIdx: -1,
 		done:    make(chan struct{}),
 	}
-	t.class = n.classLocked(t.needs)
+	t.class = n.classLocked(spec.Type, t.needs)
 	n.tasks[t.id] = t
 	n.order = append(n.order, t)
 	if k := spec.IdempotencyKey; k != "" {
@@ -107,19 +107,32 @@ func (n *Node) addLocked(spec *api.Spec, now time.Time) *task {
 	return t
 }
 
-// classLocked returns the queue class for needs, creating it.
-func (n *Node) classLocked(nd needs) *class {
-	key := nd.key()
+// classLocked returns the queue class for tasks of a type with these needs, creating
+// it.
+func (n *Node) classLocked(typ string, nd needs) *class {
+	key := typ + "|" + nd.key()
 	c := n.q.classes[key]
 	if c == nil {
-		c = &class{key: key, needs: nd, unfit: n.res.unfit(nd)}
+		c = &class{key: key, typ: typ, needs: nd, unfit: n.unfitLocked(typ, nd)}
 		n.q.classes[key] = c
 	}
 	return c
 }
 
+// unfitLocked says why this node can never run tasks of a type with these needs.
+func (n *Node) unfitLocked(typ string, nd needs) string {
+	if _, ok := n.handlers[typ]; !ok {
+		return fmt.Sprintf("no node can run it yet: this node has no handler for type %q", typ)
+	}
+	return n.res.unfit(nd)
+}
+
 // setStateLocked moves t to state s and tells the event stream.
 func (n *Node) setStateLocked(t *task, s api.State, now time.Time) {
+	if t.foreign {
+		t.state = s // its owner keeps the record and tells the world
+		return
+	}
 	if t.state != "" {
 		n.counts[t.state]--
 	}
@@ -142,6 +155,7 @@ func (n *Node) dispatchLocked() {
 	for n.busy < n.cfg.Slots && !n.stopping {
 		t := n.nextLocked()
 		if t == nil {
+			n.kick() // idle slots and nothing to run here: look at the peers
 			return
 		}
 		r := n.startLocked(t)
@@ -184,10 +198,13 @@ func (n *Node) startLocked(t *task) *run {
 	}
 	t.cancelRun = cancel
 	n.setStateLocked(t, api.Running, now)
+	if t.foreign {
+		n.reportRunningLocked(t, now)
+	}
 	return &run{
 		t: t, ctx: ctx, cancel: cancel, epoch: t.epoch,
 		handler: n.handlers[t.spec.Type],
-		in:      Input{ID: t.id, Attempt: t.attempt, Type: t.spec.Type, Payload: t.spec.Payload},
+		in:      Input{ID: t.id, Attempt: t.attempt, Type: t.spec.Type, Payload: t.spec.Payload, Deps: t.deps},
 	}
 }
 
@@ -282,6 +299,10 @@ func (n *Node) finishRunLocked(r *run, result json.RawMessage, err error) {
 	t := r.t
 	n.res.give(t.needs)
 	t.cancelRun = nil
+	if t.foreign {
+		n.finishForeignLocked(r, result, err)
+		return
+	}
 	if t.state != api.Running || t.epoch != r.epoch || t.expired {
 		return
 	}
@@ -291,8 +312,17 @@ func (n *Node) finishRunLocked(r *run, result json.RawMessage, err error) {
 		n.terminateLocked(t, api.Succeeded, "", now)
 		return
 	}
-	msg := err.Error()
-	if t.attempt <= t.spec.Retries && !errors.Is(err, ErrStopped) {
+	if errors.Is(err, ErrStopped) {
+		n.terminateLocked(t, api.Failed, err.Error(), now) // the node goes, and the record with it
+		return
+	}
+	n.attemptFailedLocked(t, err.Error(), now)
+}
+
+// attemptFailedLocked retries a failed attempt while the task has retries left, and
+// fails the task after that.
+func (n *Node) attemptFailedLocked(t *task, msg string, now time.Time) {
+	if t.attempt <= t.spec.Retries {
 		t.err = msg
 		n.retryLocked(t, now)
 		return
@@ -313,6 +343,7 @@ func (n *Node) retryLocked(t *task, now time.Time) {
 	t.retryAt = now.Add(d)
 	t.waiting = fmt.Sprintf("retrying after attempt %d of %d failed", t.attempt, t.spec.Retries+1)
 	n.metrics.retries.Inc()
+	t.epoch++ // fences any report of the failed attempt still on its way
 	n.setStateLocked(t, api.Queued, now)
 	epoch := t.epoch
 	t.retryTimer = time.AfterFunc(d, func() {
@@ -369,6 +400,11 @@ func (n *Node) Cancel(id string) (api.Task, error) {
 func (n *Node) cancelLocked(t *task, why string, now time.Time) {
 	if t.cancelRun != nil {
 		t.cancelRun()
+	}
+	if t.exec != "" {
+		// Granted to or running on another node: stop it there.
+		n.sendLocked(t.exec, &peerMsg{Cancel: []cancelMsg{{ID: t.id, Epoch: t.epoch}}})
+		t.exec = ""
 	}
 	n.terminateLocked(t, api.Cancelled, why, now)
 }

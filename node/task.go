@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/internal/api"
+	"github.com/starlingsched/starling/steal"
 )
 
 // task is a task's authoritative state on its owner. Every field is guarded by
@@ -16,6 +17,14 @@ type task struct {
 	spec  api.Spec
 	needs needs
 	class *class
+	deps  map[string]json.RawMessage // results of the deps, by the name the task used
+
+	// exec is the id of the node running the task for its owner, when that is not
+	// this node (granted, stolen or running there).
+	exec string
+	// foreign marks a task owned by another node (owner) that this node runs.
+	foreign bool
+	owner   steal.NodeID
 
 	state      api.State
 	attempt    int

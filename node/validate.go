@@ -178,13 +178,14 @@ func (n *Node) validate(reg registry, s *api.Spec) error {
 	}
 	_, known := reg.handlers[s.Type]
 	check := reg.validators[s.Type]
-	if !known {
+	if !known && !n.peerHasType(s.Type) {
 		if s.Type == "exec" {
 			return &api.Error{Status: http.StatusForbidden, Code: api.CodeForbidden, Field: "type",
 				Message: "type: exec is disabled on this node (start the agent with --allow-exec)"}
 		}
 		return specErr("type", "unknown task type %q (this node runs %s)", s.Type, strings.Join(n.Types(), ", "))
 	}
+
 	if len(s.Payload) > n.cfg.MaxPayloadBytes {
 		return specErr("payload", "%d bytes, over the %d-byte limit (--max-payload)", len(s.Payload), n.cfg.MaxPayloadBytes)
 	}
@@ -241,4 +242,20 @@ func (n *Node) validate(reg registry, s *api.Spec) error {
 		return specErr("deps", "task graphs are not supported by this node yet")
 	}
 	return nil
+}
+
+// peerHasType reports whether a live peer has a handler for typ: such a task is
+// accepted here and waits in the queue for that peer to steal it.
+func (n *Node) peerHasType(typ string) bool {
+	if n.cluster == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.cluster.peers {
+		if !p.gone && slices.Contains(p.meta.Types, typ) {
+			return true
+		}
+	}
+	return false
 }

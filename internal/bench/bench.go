@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -12,14 +13,20 @@ import (
 
 	"github.com/starlingsched/starling/client"
 	"github.com/starlingsched/starling/node"
+	"github.com/starlingsched/starling/testcluster"
 )
 
 // Options choose a workload and where it runs.
 type Options struct {
 	Workload string
-	// Addr of a running node; empty starts an in-process node.
+	// Addr of a running node; empty starts in-process nodes.
 	Addr  string
 	Token string
+	// Nodes, when above 0, starts an in-process cluster of that many nodes (the
+	// workload submits to the first). 0 starts one node on its own.
+	Nodes int
+	// Slots per in-process node (default: the workload's).
+	Slots int
 	// Tasks overrides the workload's task count; Batch its batch size; Clients its
 	// concurrent clients.
 	Tasks   int
@@ -33,29 +40,44 @@ type Options struct {
 type Result map[string]any
 
 // Workloads names the workloads Run knows.
-var Workloads = []string{"roundtrip", "throughput"}
+var Workloads = []string{"roundtrip", "throughput", "imbalance"}
 
 // Run runs one workload and returns its figures.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Summary == nil {
 		o.Summary = io.Discard
 	}
+	var run func(context.Context, *client.Client, Options) (Result, []client.Task, error)
+	switch o.Workload {
+	case "roundtrip":
+		run = roundtrip
+	case "throughput":
+		run = throughput
+	case "imbalance":
+		run = imbalance
+		if o.Nodes == 0 && o.Addr == "" {
+			o.Nodes = 8
+		}
+		o.Slots = or(o.Slots, 1)
+	default:
+		return nil, fmt.Errorf("bench: unknown workload %q (one of %v)", o.Workload, Workloads)
+	}
 	cl, stop, err := target(o)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-	var r Result
-	switch o.Workload {
-	case "roundtrip":
-		r, err = roundtrip(ctx, cl, o)
-	case "throughput":
-		r, err = throughput(ctx, cl, o)
-	default:
-		return nil, fmt.Errorf("bench: unknown workload %q (one of %v)", o.Workload, Workloads)
-	}
+	r, recs, err := run(ctx, cl, o)
 	if err != nil {
 		return nil, err
+	}
+	if o.Nodes > 0 {
+		perNode := map[string]int{}
+		for _, t := range recs {
+			perNode[t.Node]++
+		}
+		r["per_node"] = perNode
+		r["nodes"] = o.Nodes
 	}
 	r["workload"] = o.Workload
 	r["go_max_procs"] = runtime.GOMAXPROCS(0)
@@ -68,9 +90,23 @@ func target(o Options) (*client.Client, func(), error) {
 		cl, err := client.New(o.Addr, client.WithToken(o.Token))
 		return cl, func() {}, err
 	}
+	tune := func(cfg *node.Config) {
+		cfg.MaxQueue = 10_000_000
+		cfg.Retain = 10 * time.Minute
+		if o.Slots > 0 {
+			cfg.Slots = o.Slots
+		}
+	}
+	if o.Nodes > 0 {
+		c, err := testcluster.New(testcluster.Options{Nodes: o.Nodes, Slots: or(o.Slots, runtime.NumCPU()),
+			Configure: func(_ int, cfg *node.Config) { tune(cfg) }})
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Client(0), c.Close, nil
+	}
 	cfg := node.LocalConfig()
-	cfg.MaxQueue = 10_000_000
-	cfg.Retain = 10 * time.Minute
+	tune(&cfg)
 	n, err := node.New(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -95,26 +131,28 @@ func or(v, def int) int {
 }
 
 // roundtrip: sequential submit-and-wait of noop tasks.
-func roundtrip(ctx context.Context, cl *client.Client, o Options) (Result, error) {
+func roundtrip(ctx context.Context, cl *client.Client, o Options) (Result, []client.Task, error) {
 	n := or(o.Tasks, 1000)
 	spec := client.Spec{Type: "noop"}
 	// Warm the connection and the code paths.
 	for range 50 {
 		if _, err := cl.SubmitAndWait(ctx, spec, 10*time.Second); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	lat := make([]time.Duration, n)
+	recs := make([]client.Task, n)
 	for i := range n {
 		start := time.Now()
 		t, err := cl.SubmitAndWait(ctx, spec, 10*time.Second)
 		lat[i] = time.Since(start)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if t.State != client.Succeeded {
-			return nil, fmt.Errorf("bench: task %s ended %s", t.ID, t.State)
+			return nil, nil, fmt.Errorf("bench: task %s ended %s", t.ID, t.State)
 		}
+		recs[i] = t
 	}
 	slices.Sort(lat)
 	var sum time.Duration
@@ -130,12 +168,12 @@ func roundtrip(ctx context.Context, cl *client.Client, o Options) (Result, error
 	}
 	fmt.Fprintf(o.Summary, "roundtrip: %d sequential submit-and-wait of noop: p50 %.3f ms, p99 %.3f ms, mean %.3f ms\n",
 		n, r["p50_ms"], r["p99_ms"], r["mean_ms"])
-	return r, nil
+	return r, recs, nil
 }
 
 // throughput: noop tasks in batches (or one a request from concurrent clients), every
 // result awaited.
-func throughput(ctx context.Context, cl *client.Client, o Options) (Result, error) {
+func throughput(ctx context.Context, cl *client.Client, o Options) (Result, []client.Task, error) {
 	total := or(o.Tasks, 20_000)
 	batch := or(o.Batch, 1000)
 	clients := or(o.Clients, 4)
@@ -144,6 +182,13 @@ func throughput(ctx context.Context, cl *client.Client, o Options) (Result, erro
 	}
 	var next atomic.Int64
 	var succeeded atomic.Int64
+	var recMu sync.Mutex
+	var recs []client.Task
+	keep := func(ts ...client.Task) {
+		recMu.Lock()
+		recs = append(recs, ts...)
+		recMu.Unlock()
+	}
 	errc := make(chan error, clients)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -170,6 +215,7 @@ func throughput(ctx context.Context, cl *client.Client, o Options) (Result, erro
 					if t.State == client.Succeeded {
 						succeeded.Add(1)
 					}
+					keep(t)
 					continue
 				}
 				s, err := cl.SubmitBatchAndWait(ctx, specs[:k], time.Minute)
@@ -182,6 +228,7 @@ func throughput(ctx context.Context, cl *client.Client, o Options) (Result, erro
 						succeeded.Add(1)
 					}
 				}
+				keep(s.Tasks...)
 			}
 		}()
 	}
@@ -189,10 +236,10 @@ func throughput(ctx context.Context, cl *client.Client, o Options) (Result, erro
 	elapsed := time.Since(start)
 	close(errc)
 	if err := <-errc; err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if got := succeeded.Load(); got != int64(total) {
-		return nil, fmt.Errorf("bench: %d of %d tasks succeeded", got, total)
+		return nil, nil, fmt.Errorf("bench: %d of %d tasks succeeded", got, total)
 	}
 	r := Result{
 		"tasks":       total,
@@ -203,7 +250,54 @@ func throughput(ctx context.Context, cl *client.Client, o Options) (Result, erro
 	}
 	fmt.Fprintf(o.Summary, "throughput: %d noop tasks, batch %d, %d clients: %.0f tasks/s (%.2f s)\n",
 		total, batch, clients, r["tasks_per_s"], elapsed.Seconds())
-	return r, nil
+	return r, recs, nil
+}
+
+// imbalance: every task submitted to one node of a cluster of one-slot nodes; how close
+// does stealing get to perfect balance?
+func imbalance(ctx context.Context, cl *client.Client, o Options) (Result, []client.Task, error) {
+	total := or(o.Tasks, 2000)
+	const taskMS = 20
+	specs := make([]client.Spec, total)
+	for i := range specs {
+		specs[i] = client.Spec{Type: "sleep", Payload: json.RawMessage(fmt.Sprintf(`{"ms": %d}`, taskMS))}
+	}
+	c, err := cl.Cluster(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	slots := 0
+	for _, m := range c.Members {
+		if m.State == "alive" {
+			slots += m.Slots
+		}
+	}
+	start := time.Now()
+	s, err := cl.SubmitBatchAndWait(ctx, specs, 10*time.Minute)
+	if err != nil {
+		return nil, nil, err
+	}
+	var last time.Time
+	for _, t := range s.Tasks {
+		if t.State != client.Succeeded {
+			return nil, nil, fmt.Errorf("bench: task %s ended %s: %s", t.ID, t.State, t.Error)
+		}
+		if t.FinishedAt.After(last) {
+			last = *t.FinishedAt
+		}
+	}
+	makespan := last.Sub(start).Seconds()
+	ideal := float64(total) * taskMS / 1000 / float64(slots)
+	r := Result{
+		"tasks":      total,
+		"slots":      slots,
+		"makespan_s": makespan,
+		"ideal_s":    ideal,
+		"ratio":      makespan / ideal,
+	}
+	fmt.Fprintf(o.Summary, "imbalance: %d sleep %dms tasks to one node of %d slots: makespan %.2f s, ideal %.2f s, ratio %.3f\n",
+		total, taskMS, slots, makespan, ideal, makespan/ideal)
+	return r, s.Tasks, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

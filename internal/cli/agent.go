@@ -8,12 +8,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/starlingsched/starling/gossip"
 	"github.com/starlingsched/starling/node"
 )
 
 // agentFlags are the flags of a node, shared by agent and dev.
 type agentFlags struct {
 	cfg       node.Config
+	cluster   *node.ClusterConfig
+	gossipKey string
+	profile   string
 	resources []string
 	logFormat string
 	logLevel  string
@@ -30,6 +34,14 @@ func (a *agentFlags) register(fs interface {
 }) {
 	d := node.DefaultConfig()
 	a.cfg = d
+	a.cluster = node.DefaultClusterConfig()
+	fs.StringVar(&a.cluster.Gossip.BindAddr, "bind", a.cluster.Gossip.BindAddr, "gossip address (UDP and TCP, host:port)")
+	fs.StringVar(&a.cluster.Gossip.AdvertiseAddr, "advertise", "", "gossip address peers should use, when it differs from --bind (NAT)")
+	fs.StringArrayVar(&a.cluster.Gossip.Join, "join", nil, "a member's gossip address to join (repeatable; retried until one answers)")
+	fs.StringVar(&a.gossipKey, "gossip-key", "", "the cluster key (base64; make one with 'starling keygen'): encrypts gossip, authenticates peers")
+	fs.StringVar(&a.cluster.RPCAddr, "rpc", "", "peer RPC address (default: the --bind host on a free port; peers learn it by gossip)")
+	fs.StringVar(&a.profile, "gossip-profile", "lan", "failure detection timers: lan, local (faster) or fast (loopback tests: deaths noticed in under a second)")
+	fs.IntVar(&a.cluster.NodeLosses, "node-losses", a.cluster.NodeLosses, "how many executing nodes a task may lose before it fails with \"node lost\"")
 	fs.StringVar(&a.cfg.HTTPAddr, "http", d.HTTPAddr, "address of the HTTP API (host:port)")
 	fs.StringVar(&a.cfg.Name, "name", "", "node name (default: host name and HTTP port)")
 	fs.StringVar(&a.cfg.Token, "token", "", "require this bearer token on the API (env STARLING_TOKEN)")
@@ -71,6 +83,28 @@ func (a *agentFlags) config(e *env) (node.Config, error) {
 	}
 	cfg.Logger = log
 	cfg.Version = version()
+	cc := *a.cluster
+	if a.gossipKey != "" {
+		key, err := gossip.ParseKey(a.gossipKey)
+		if err != nil {
+			return cfg, usageErr("--gossip-key: %v", err)
+		}
+		cc.Gossip.SecretKey = key
+	}
+	cc.Gossip.Insecure = cfg.Insecure
+	switch a.profile {
+	case "lan":
+		cc.Gossip.Profile = gossip.ProfileLAN
+	case "local":
+		cc.Gossip.Profile = gossip.ProfileLocal
+	case "fast":
+		fast := node.FastClusterConfig()
+		cc.Gossip.Profile = gossip.ProfileFast
+		cc.Steal, cc.StealInterval, cc.LoadInterval, cc.ReportResend = fast.Steal, fast.StealInterval, fast.LoadInterval, fast.ReportResend
+	default:
+		return cfg, usageErr("--gossip-profile %q: use lan, local or fast", a.profile)
+	}
+	cfg.Cluster = &cc
 	return cfg, nil
 }
 
@@ -95,7 +129,11 @@ func runAgent(ctx context.Context, e *env, args []string) error {
 	if err := n.Start(); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "starling %s: node %s serving http://%s (slots %d)\n", version(), n.Name(), n.HTTPAddr(), cfg.Slots)
+	self := n.Members().Members[0]
+	fmt.Fprintf(e.stderr, "starling %s: node %s serving http://%s (slots %d, gossip %s, rpc %s)\n",
+		version(), n.Name(), n.HTTPAddr(), cfg.Slots, self.Gossip, self.RPC)
+	fmt.Fprintf(e.stderr, "submit with: starling submit --addr %s --wait echo '\"hello\"'\n", n.HTTPAddr())
+	fmt.Fprintf(e.stderr, "join another agent with: starling agent --join %s --bind 127.0.0.1:PORT --http 127.0.0.1:PORT\n", self.Gossip)
 	<-ctx.Done()
 	cfg.Logger.Info("stopping", slog.Duration("grace", a.grace))
 	sctx, cancel := context.WithTimeout(context.Background(), a.grace)

@@ -72,6 +72,8 @@ func commands() []command {
 		{"cancel", "cancel tasks: starling cancel ID...", runCancel},
 		{"tasks", "list tasks", runTasks},
 		{"members", "list the cluster's members", runMembers},
+		{"dev", "run a local cluster of several nodes in this process", runDev},
+		{"keygen", "print a new cluster key for --gossip-key", runKeygen},
 		{"bench", "run a benchmark workload and print JSON", runBench},
 		{"version", "print the version", runVersion},
 	}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/starlingsched/starling/gossip"
+	"github.com/starlingsched/starling/node"
+	"github.com/starlingsched/starling/testcluster"
+)
+
+func runKeygen(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "keygen", "keygen")
+	if err := parse(e, fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, gossip.GenerateKey())
+	return nil
+}
+
+// runDev runs a whole local cluster in this process: the quickest way to try Starling.
+func runDev(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "dev", "dev [--nodes N] [flags]")
+	var (
+		nodes, slots, port int
+		allowExec          bool
+		logLevel           string
+	)
+	fs.IntVar(&nodes, "nodes", 3, "how many nodes")
+	fs.IntVar(&slots, "slots", 2, "slots per node")
+	fs.IntVar(&port, "port", 7070, "HTTP port of the first node; the others take the next ones (a free port when taken)")
+	fs.BoolVar(&allowExec, "allow-exec", false, "enable the exec handler on every node")
+	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	if err := parse(e, fs, args); err != nil {
+		return err
+	}
+	if nodes < 1 || nodes > 64 {
+		return usageErr("--nodes %d: use 1 to 64", nodes)
+	}
+	log, err := newLogger(e.stderr, "text", logLevel)
+	if err != nil {
+		return err
+	}
+	c, err := testcluster.New(testcluster.Options{
+		Nodes: nodes, Slots: slots, Logger: log,
+		Configure: func(i int, cfg *node.Config) {
+			cfg.Version = version()
+			cfg.AllowExec = allowExec
+			cfg.HTTPAddr = freeOrZero(port + i)
+			cfg.RetryBase = 200 * time.Millisecond
+			cfg.RetryMax = time.Minute
+		},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "starling dev: a %d-node cluster in this process (Ctrl-C stops it)\n\n", nodes)
+	tw := newTable(e.stdout, "NODE", "HTTP", "GOSSIP", "SLOTS")
+	for i := range nodes {
+		self := c.Node(i).Members().Members[0]
+		tw.row(self.Name, "http://"+self.HTTP, self.Gossip, strconv.Itoa(self.Slots))
+	}
+	tw.flush()
+	first := c.Node(0).HTTPAddr()
+	addr := ""
+	if first != "127.0.0.1:7070" {
+		addr = " --addr " + first
+	}
+	fmt.Fprintf(e.stdout, `
+Try it (go run . or a built starling binary):
+  starling submit%[1]s --wait echo '{"hello": "starling"}'
+  for i in $(seq 100); do starling submit%[1]s sleep '{"ms": 200}'; done
+  starling tasks%[1]s --limit 20
+  starling members%[1]s
+  curl -s -X POST 'http://%[2]s/v1/tasks?wait=30s' -d '{"type": "echo", "payload": "hi"}'
+`, addr, first)
+	if nodes > 1 {
+		fmt.Fprintf(e.stdout, "Any node answers for any task: try starling status --addr %s ID.\n", c.Node(1).HTTPAddr())
+	}
+	<-ctx.Done()
+	fmt.Fprintln(e.stdout, "\nstopping…")
+	c.Close()
+	return nil
+}
+
+// freeOrZero returns 127.0.0.1:port when the port is free, else 127.0.0.1:0.
+func freeOrZero(port int) string {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	ln.Close()
+	return addr
+}
+

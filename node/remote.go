@@ -1,0 +1,199 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/starlingsched/starling/internal/api"
+	"github.com/starlingsched/starling/steal"
+)
+
+// Running tasks for other nodes (the thief's side) and the loops that keep stealing
+// and load reports going.
+
+// reportRunningLocked tells a foreign task's owner that its run started.
+func (n *Node) reportRunningLocked(t *task, now time.Time) {
+	n.sendLocked(string(t.owner), &peerMsg{Reports: []report{{
+		ID: t.id, Epoch: t.epoch, Attempt: t.attempt, State: api.Running, Node: n.cfg.Name, At: now,
+	}}})
+}
+
+// finishForeignLocked reports a foreign run's outcome to its owner and keeps the
+// report until the owner acknowledges it.
+func (n *Node) finishForeignLocked(r *run, result json.RawMessage, err error) {
+	t := r.t
+	c := n.cluster
+	if c.foreign[t.id] != t {
+		return // cancelled by its owner, or the owner is gone
+	}
+	delete(c.foreign, t.id)
+	rep := report{ID: t.id, Epoch: t.epoch, Attempt: t.attempt, State: api.Succeeded, Node: n.cfg.Name, At: time.Now(), Result: result}
+	if err != nil {
+		rep.State = api.Failed
+		rep.Error = err.Error()
+		rep.Lost = errors.Is(err, ErrStopped)
+	}
+	c.outbox[t.id] = &outgoing{owner: string(t.owner), report: rep, sentAt: rep.At}
+	n.sendLocked(string(t.owner), &peerMsg{Reports: []report{rep}})
+}
+
+// dropForeignLocked forgets a foreign task: out of the queue, its run cancelled.
+func (n *Node) dropForeignLocked(id string, t *task) {
+	delete(n.cluster.foreign, id)
+	if t.heapIdx >= 0 {
+		n.q.remove(t)
+	}
+	if t.cancelRun != nil {
+		t.cancelRun()
+	}
+}
+
+// stealLoop steals when this node is idle, and resends what is unanswered.
+func (n *Node) stealLoop() {
+	c := n.cluster
+	tick := time.NewTicker(c.cfg.StealInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case <-tick.C:
+		case <-c.wake:
+		}
+		n.mu.Lock()
+		n.stealTickLocked(time.Now())
+		n.mu.Unlock()
+	}
+}
+
+func (n *Node) stealTickLocked(now time.Time) {
+	c := n.cluster
+	for _, r := range c.thief.Tick(now) {
+		n.sendLocked(string(r.Victim), &peerMsg{Reply: &r})
+	}
+	for _, g := range c.victim.Tick(now) {
+		n.sendGrantLocked(g)
+	}
+	for _, o := range c.outbox {
+		if now.Sub(o.sentAt) >= c.cfg.ReportResend {
+			o.sentAt = now
+			n.sendLocked(o.owner, &peerMsg{Reports: []report{o.report}})
+		}
+	}
+	if n.stopping {
+		return
+	}
+	local := steal.Local{FreeSlots: n.cfg.Slots - n.busy, QueueLen: n.runnableLocked(), Cap: c.capability}
+	if local.FreeSlots <= 0 || local.QueueLen > 0 {
+		return
+	}
+	if req, ok := c.thief.Next(now, local, n.peerLoadsLocked()); ok {
+		n.sendLocked(string(req.Victim), &peerMsg{Req: &req})
+	}
+}
+
+// runnableLocked counts the queued tasks this node can run itself.
+func (n *Node) runnableLocked() int {
+	k := 0
+	for _, cl := range n.q.active {
+		if cl.unfit == "" {
+			k += cl.heap.Len()
+		}
+	}
+	return k
+}
+
+// peerLoadsLocked lists the live peers' last load reports for the thief.
+func (n *Node) peerLoadsLocked() []steal.PeerLoad {
+	var out []steal.PeerLoad
+	for id, p := range n.cluster.peers {
+		if p.gone || p.load == nil || len(p.load.Backlog) == 0 {
+			continue
+		}
+		out = append(out, steal.PeerLoad{ID: steal.NodeID(id), Version: p.load.Ver, Backlog: p.load.Backlog})
+	}
+	return out
+}
+
+// capabilityLocked is what this node can run, for the thief.
+func (n *Node) capabilityLocked() steal.Capability {
+	c := steal.Capability{Types: map[string]bool{}, Tags: map[string]bool{}, Resources: map[string]int64{}}
+	for typ := range n.handlers {
+		c.Types[typ] = true
+	}
+	for _, t := range n.cfg.Tags {
+		c.Tags[t] = true
+	}
+	for k, v := range n.cfg.Resources {
+		c.Resources[k] = v
+	}
+	return c
+}
+
+// loadLoop publishes this node's load and reads the peers'.
+func (n *Node) loadLoop() {
+	c := n.cluster
+	tick := time.NewTicker(c.cfg.LoadInterval)
+	defer tick.Stop()
+	var last load
+	raw := map[string][]byte{}
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case <-tick.C:
+		}
+		n.mu.Lock()
+		l := n.loadLocked()
+		n.mu.Unlock()
+		l.Ver = last.Ver
+		if !sameLoad(&l, &last) {
+			l.Ver++
+			last = l
+			if b, err := msgpack.Marshal(&l); err == nil {
+				if err := c.gossip.SetLoad(b); err != nil {
+					n.log.Debug("publishing load", "err", err)
+				}
+			}
+		}
+		for _, m := range c.gossip.Members() {
+			if m.Local || len(m.Load) == 0 || bytes.Equal(raw[m.Name], m.Load) {
+				continue
+			}
+			var pl load
+			if msgpack.Unmarshal(m.Load, &pl) != nil {
+				continue
+			}
+			raw[m.Name] = m.Load
+			n.mu.Lock()
+			if p := c.peers[c.names[m.Name]]; p != nil {
+				p.load, p.loadSeen = &pl, time.Now().Add(-m.LoadAge)
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+func sameLoad(a, b *load) bool {
+	x, _ := msgpack.Marshal(a)
+	y, _ := msgpack.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// loadLocked is this node's load now.
+func (n *Node) loadLocked() load {
+	l := load{Queued: n.q.len, Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: make(map[string]int64, len(n.res.free))}
+	for k, v := range n.res.free {
+		l.FreeRes[k] = v
+	}
+	for _, cl := range n.q.active {
+		if owned := cl.heap.Len() - cl.foreign; owned > 0 {
+			l.Backlog = append(l.Backlog, steal.Backlog{Class: cl.stealClass(), Count: owned, TopPriority: cl.heap[0].spec.Priority})
+		}
+	}
+	return l
+}
