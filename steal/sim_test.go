@@ -718,7 +718,7 @@ func (s *sim) send(from *simNode, to NodeID, msg any) {
 	for range copies {
 		d := s.between(time.Millisecond, s.maxDelay)
 		if !s.calm && s.rng.Float64() < s.long {
-			d = s.between(100*time.Millisecond, 1500*time.Millisecond)
+			d = s.between(100*time.Millisecond, 3*time.Second)
 		}
 		dest := s.byID[to]
 		s.after(d, func() { s.deliver(dest, from.id, msg) })

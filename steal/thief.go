@@ -72,6 +72,23 @@ type acceptance struct {
 	victimInc uint64
 	resendAt  time.Time
 	quiet     bool // the victim was declared dead: no periodic resends
+	// tasks identify the grant: a copy must carry the same ones. A victim
+	// never grants one request id twice, but if it did (say it lost its
+	// memory of the id), acking the second grant would hand over tasks the
+	// thief never takes.
+	tasks []taskEpoch
+}
+
+type taskEpoch struct {
+	id    string
+	epoch uint64
+}
+
+// same reports whether tasks are the ones accepted.
+func (a *acceptance) same(tasks []GrantedTask) bool {
+	return slices.EqualFunc(a.tasks, tasks, func(x taskEpoch, y GrantedTask) bool {
+		return x.id == y.ID && x.epoch == y.Epoch
+	})
 }
 
 // NewThief returns the thief of node self in its incarnation inc (see the
@@ -145,9 +162,10 @@ func (t *Thief) InFlight() (StealRequest, bool) {
 // OnGrant answers a grant; the node sends the reply to g.Victim. The first
 // copy of a grant for the request in flight is accepted: tasks are the tasks
 // to put in the local ready queue, with their epochs. Further copies of an
-// accepted grant are acknowledged again with no tasks. Everything else is
-// refused: grants for requests given up, for another incarnation of this node,
-// from another victim than the one asked.
+// accepted grant (same victim incarnation, same tasks and epochs) are
+// acknowledged again with no tasks. Everything else is refused: grants for
+// requests given up or never made, for another incarnation of this node, from
+// another victim than the one asked, or differing from the one accepted.
 func (t *Thief) OnGrant(now time.Time, g Grant) (reply Reply, tasks []GrantedTask) {
 	reply = Reply{Thief: g.Thief, ThiefInc: g.ThiefInc, Victim: g.Victim, VictimInc: g.VictimInc, ReqID: g.ReqID}
 	if g.Thief != t.self || g.ThiefInc != t.inc {
@@ -156,7 +174,7 @@ func (t *Thief) OnGrant(now time.Time, g Grant) (reply Reply, tasks []GrantedTas
 	}
 	t.dropSuperseded(g.Victim, g.VictimInc)
 	if a, ok := t.accepted[g.ReqID]; ok {
-		if a.victim == g.Victim && a.victimInc == g.VictimInc {
+		if a.victim == g.Victim && a.victimInc == g.VictimInc && a.same(g.Tasks) {
 			a.quiet = false // the victim is evidently up
 			a.resendAt = now.Add(t.cfg.ResendInterval)
 			reply.Accept = true
@@ -174,7 +192,11 @@ func (t *Thief) OnGrant(now time.Time, g Grant) (reply Reply, tasks []GrantedTas
 	t.failures = 0
 	t.notBefore = time.Time{}
 	delete(t.avoid, g.Victim)
-	t.accepted[g.ReqID] = &acceptance{victim: g.Victim, victimInc: g.VictimInc, resendAt: now.Add(t.cfg.ResendInterval)}
+	a := &acceptance{victim: g.Victim, victimInc: g.VictimInc, resendAt: now.Add(t.cfg.ResendInterval)}
+	for _, gt := range g.Tasks {
+		a.tasks = append(a.tasks, taskEpoch{gt.ID, gt.Epoch})
+	}
+	t.accepted[g.ReqID] = a
 	t.stats.Grants++
 	t.stats.Tasks += uint64(len(g.Tasks))
 	reply.Accept = true

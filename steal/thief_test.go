@@ -292,6 +292,14 @@ func TestThiefAnswersGrantsConsistently(t *testing.T) {
 		{"same grant again is acked again", g, true},
 		{"same id from another victim", func() Grant { g := g; g.Victim = "w"; return g }(), false},
 		{"same id from another incarnation of the victim", func() Grant { g := g; g.VictimInc = 2; return g }(), false},
+		{"same id with other tasks", func() Grant { g := g; g.Tasks = []GrantedTask{{ID: "z", Epoch: 1}}; return g }(), false},
+		{"same id with other epochs", func() Grant {
+			g := g
+			g.Tasks = slices.Clone(g.Tasks)
+			g.Tasks[1].Epoch++
+			return g
+		}(), false},
+		{"same id with fewer tasks", func() Grant { g := g; g.Tasks = g.Tasks[:1]; return g }(), false},
 		{"for another incarnation of this thief", func() Grant { g := g; g.ThiefInc = 6; return g }(), false},
 		{"for another thief", func() Grant { g := g; g.Thief = "u"; return g }(), false},
 		{"an id never issued", func() Grant { g := g; g.ReqID = 99; return g }(), false},
@@ -359,11 +367,17 @@ func TestThiefPeerDead(t *testing.T) {
 	if out := th.Tick(t0.Add(time.Hour)); len(out) != 0 {
 		t.Fatalf("resent %v to a dead victim", out)
 	}
-	// ...until the victim shows it is up after all.
+	// ...until gossip sees the victim alive again...
+	th.PeerAlive("v")
+	if out := th.Tick(t0.Add(time.Hour)); len(out) != 1 {
+		t.Fatalf("resent %v after PeerAlive, want one ack", out)
+	}
+	th.PeerDead("v")
+	// ...or the victim shows it is up with a copy of the grant.
 	if reply, _ := th.OnGrant(t0.Add(time.Hour), g); !reply.Accept {
 		t.Fatal("an accepted grant was refused after a false death of its victim")
 	}
-	if out := th.Tick(t0.Add(time.Hour + cfg.ResendInterval)); len(out) != 1 {
+	if out := th.Tick(t0.Add(time.Hour + 2*cfg.ResendInterval)); len(out) != 1 {
 		t.Fatalf("resent %v, want one ack once the victim is back", out)
 	}
 }
