@@ -39,8 +39,10 @@
 //     incarnation).
 //  5. Messages may be lost, duplicated or reordered. The victim resends a
 //     parked grant every Config.ResendInterval; the thief answers every copy the
-//     same way: it acknowledges again a grant it accepted and still remembers,
-//     and refuses anything else. Request ids grow, so "every id up to the last
+//     same way: it acknowledges again a grant it accepted and still remembers
+//     (same victim incarnation, same tasks and epochs), and refuses anything
+//     else. The victim answers each request id of a thief incarnation at most
+//     once, ignoring duplicates and older ids. Request ids grow, so "every id up to the last
 //     one I issued that I do not hold as accepted is refused" stays true for
 //     the life of the incarnation. The thief remembers an accepted grant until
 //     the victim's Release, resending its acknowledgement meanwhile; once the
@@ -54,7 +56,10 @@
 // # Driving it from a node
 //
 // The victim is always the task's owner: a node offers only tasks it owns, so
-// stolen tasks are not stolen again. A sketch of the node's event loop:
+// stolen tasks are not stolen again, and the owner is the one node that moves
+// a task's epoch. Candidate.Spec carries what the thief needs to run a task
+// (its encoded spec) through the grant, resends included. A sketch of the
+// node's event loop:
 //
 //	thief, _ := steal.NewThief(self, inc, cfg, rand.New(rand.NewPCG(seed1, seed2)))
 //	victim, _ := steal.NewVictim(self, inc, cfg)
@@ -90,6 +95,8 @@
 //			thief.PeerDead(id)
 //			requeue(victim.PeerDead(id))
 //			requeueRunningOn(id) // acknowledged tasks there: epoch+1
+//		case id := <-gossipAlive:
+//			thief.PeerAlive(id)
 //		}
 //	}
 package steal

@@ -116,8 +116,13 @@ func NewThief(self NodeID, inc uint64, cfg Config, rng *rand.Rand) (*Thief, erro
 
 // Next decides whether to steal now and from whom. It steals only when the
 // node has a free slot and nothing runnable queued, no request is in flight,
-// the backoff has passed, and some peer reports a backlog it can serve (see
-// pickVictim for the choice). It returns the request to send to req.Victim.
+// the backoff has passed, and some peer reports a backlog it can serve. Among
+// those peers (leaving out one that answered empty or timed out while its
+// load report is unchanged) it keeps the ones with the highest servable top
+// priority, so the most urgent work in the cluster goes first, then applies
+// power of two choices: two of them drawn at random, the one with the larger
+// servable backlog wins, the first drawn on a tie. It returns the request to
+// send to req.Victim, for at most local.FreeSlots + Config.Buffer tasks.
 func (t *Thief) Next(now time.Time, local Local, peers []PeerLoad) (req StealRequest, ok bool) {
 	if t.inflight != nil || now.Before(t.notBefore) || local.FreeSlots <= 0 || local.QueueLen > 0 {
 		return StealRequest{}, false
