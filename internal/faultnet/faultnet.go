@@ -144,7 +144,8 @@ func (c *conn) Write(b []byte) (int, error) {
 // Transport wraps memberlist's transport of node from: packets to or from unreachable
 // nodes are dropped and streams to them refused.
 func (n *Network) Transport(from string, inner memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-	t := &transport{NodeAwareTransport: inner, net: n, from: from, packets: make(chan *memberlist.Packet), stop: make(chan struct{})}
+	t := &transport{NodeAwareTransport: inner, net: n, from: from, packets: make(chan *memberlist.Packet),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	t.wg.Add(1)
 	go t.filter()
 	return t
@@ -155,7 +156,8 @@ type transport struct {
 	net      *Network
 	from     string
 	packets  chan *memberlist.Packet
-	stop     chan struct{}
+	stop     chan struct{} // closed when Shutdown starts: packets are dropped
+	done     chan struct{} // closed when the inner transport has shut down
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
@@ -164,8 +166,10 @@ func (t *transport) filter() {
 	defer t.wg.Done()
 	in := t.NodeAwareTransport.PacketCh()
 	for {
+		// Keep draining the inner transport until it has shut down: its listeners
+		// block on sending packets, and its Shutdown waits for them.
 		select {
-		case <-t.stop:
+		case <-t.done:
 			return
 		case p := <-in:
 			if !t.net.Reachable(t.from, p.From.String()) {
@@ -173,8 +177,7 @@ func (t *transport) filter() {
 			}
 			select {
 			case t.packets <- p:
-			case <-t.stop:
-				return
+			case <-t.stop: // memberlist no longer reads: drop it
 			}
 		}
 	}
@@ -212,8 +215,12 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 }
 
 func (t *transport) Shutdown() error {
-	t.stopOnce.Do(func() { close(t.stop) })
-	err := t.NodeAwareTransport.Shutdown()
-	t.wg.Wait()
+	var err error
+	t.stopOnce.Do(func() {
+		close(t.stop)
+		err = t.NodeAwareTransport.Shutdown()
+		close(t.done)
+		t.wg.Wait()
+	})
 	return err
 }
