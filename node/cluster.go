@@ -133,7 +133,8 @@ type cluster struct {
 	names   map[string]string // name -> current node id
 	foreign map[string]*task  // tasks owned elsewhere, granted to this node to run
 	outbox  map[string]*outgoing
-	wake    chan struct{} // kicks the steal loop
+	wake     chan struct{} // kicks the steal loop
+	loadWake chan struct{} // asks the load loop to publish and push at once
 	// capability is what this node can run, for the thief.
 	capability steal.Capability
 }
@@ -368,3 +369,4 @@ func (n *Node) kick() {
 	default:
 	}
 }
+

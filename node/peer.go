@@ -20,6 +20,7 @@ type peerMsg struct {
 	Reports []report            `msgpack:"r,omitempty"`
 	Acks    []string            `msgpack:"a,omitempty"` // final reports the owner has recorded
 	Cancel  []cancelMsg         `msgpack:"c,omitempty"`
+	Load    *load               `msgpack:"o,omitempty"` // the sender's load, pushed when work arrives
 }
 
 // grantMsg is a steal grant with what the thief needs to run the tasks.
@@ -93,6 +94,11 @@ func (n *Node) handlePeer(from string, m *peerMsg) {
 	for _, id := range m.Acks {
 		if o := c.outbox[id]; o != nil && o.owner == from {
 			delete(c.outbox, id)
+		}
+	}
+	if m.Load != nil {
+		if p, ok := n.peerLocked(from); ok && (p.load == nil || m.Load.Ver > p.load.Ver) {
+			p.load, p.loadSeen = m.Load, now
 		}
 	}
 	for _, cm := range m.Cancel {

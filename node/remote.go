@@ -142,10 +142,13 @@ func (n *Node) loadLoop() {
 	var last load
 	raw := map[string][]byte{}
 	for {
+		push := false
 		select {
 		case <-n.stopped:
 			return
 		case <-tick.C:
+		case <-c.loadWake:
+			push = true
 		}
 		n.mu.Lock()
 		l := n.loadLocked()
@@ -158,6 +161,17 @@ func (n *Node) loadLoop() {
 				if err := c.gossip.SetLoad(b); err != nil {
 					n.log.Debug("publishing load", "err", err)
 				}
+			}
+			if push {
+				// Work just arrived in an empty queue: tell the peers now rather than
+				// when gossip gets there, so idle thieves start at once.
+				n.mu.Lock()
+				for id, p := range c.peers {
+					if !p.gone {
+						n.sendLocked(id, &peerMsg{Load: &l})
+					}
+				}
+				n.mu.Unlock()
 			}
 		}
 		for _, m := range c.gossip.Members() {
@@ -182,6 +196,15 @@ func sameLoad(a, b *load) bool {
 	x, _ := msgpack.Marshal(a)
 	y, _ := msgpack.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// stealableLocked counts the queued tasks this node owns (the ones peers may steal).
+func (n *Node) stealableLocked() int {
+	k := 0
+	for _, cl := range n.q.active {
+		k += cl.heap.Len() - cl.foreign
+	}
+	return k
 }
 
 // loadLocked is this node's load now.

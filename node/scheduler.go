@@ -69,6 +69,7 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 		return nil, &api.Error{Status: http.StatusTooManyRequests, Code: api.CodeQueueFull,
 			Message: fmt.Sprintf("the node's queue is full (%d unfinished tasks, limit %d); retry later or submit to another node", n.live, n.cfg.MaxQueue)}
 	}
+	wasIdle := n.cluster != nil && n.stealableLocked() == 0
 	out := make([]*task, len(specs))
 	for i := range specs {
 		if k := specs[i].IdempotencyKey; k != "" {
@@ -80,6 +81,12 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 		out[i] = n.addLocked(&specs[i], now)
 	}
 	n.dispatchLocked()
+	if wasIdle && n.stealableLocked() > 0 {
+		select {
+		case n.cluster.loadWake <- struct{}{}:
+		default:
+		}
+	}
 	return out, nil
 }
 

@@ -278,12 +278,16 @@ func imbalance(ctx context.Context, cl *client.Client, o Options) (Result, []cli
 		return nil, nil, err
 	}
 	var last time.Time
+	var run time.Duration
 	for _, t := range s.Tasks {
 		if t.State != client.Succeeded {
 			return nil, nil, fmt.Errorf("bench: task %s ended %s: %s", t.ID, t.State, t.Error)
 		}
 		if t.FinishedAt.After(last) {
 			last = *t.FinishedAt
+		}
+		if t.StartedAt != nil {
+			run += t.FinishedAt.Sub(*t.StartedAt)
 		}
 	}
 	makespan := last.Sub(start).Seconds()
@@ -294,6 +298,9 @@ func imbalance(ctx context.Context, cl *client.Client, o Options) (Result, []cli
 		"makespan_s": makespan,
 		"ideal_s":    ideal,
 		"ratio":      makespan / ideal,
+		// How long a run really took, as its owner saw it: the sleep's own overshoot
+		// on a busy machine plus the report's trip back from a thief.
+		"mean_run_ms": run.Seconds() * 1000 / float64(total),
 	}
 	fmt.Fprintf(o.Summary, "imbalance: %d sleep %dms tasks to one node of %d slots: makespan %.2f s, ideal %.2f s, ratio %.3f\n",
 		total, taskMS, slots, makespan, ideal, makespan/ideal)
