@@ -129,10 +129,10 @@ type cluster struct {
 	thief  *steal.Thief
 	victim *steal.Victim
 
-	peers   map[string]*peer  // by node id
-	names   map[string]string // name -> current node id
-	foreign map[string]*task  // tasks owned elsewhere, granted to this node to run
-	outbox  map[string]*outgoing
+	peers    map[string]*peer  // by node id
+	names    map[string]string // name -> current node id
+	foreign  map[string]*task  // tasks owned elsewhere, granted to this node to run
+	outbox   map[string]*outgoing
 	wake     chan struct{} // kicks the steal loop
 	loadWake chan struct{} // asks the load loop to publish and push at once
 	// capability is what this node can run, for the thief.
@@ -369,4 +369,3 @@ func (n *Node) kick() {
 	default:
 	}
 }
-

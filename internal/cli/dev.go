@@ -96,4 +96,3 @@ func freeOrZero(port int) string {
 	ln.Close()
 	return addr
 }
-
