@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/starlingsched/starling/internal/api"
@@ -153,7 +154,8 @@ func (n *Node) onStealRequestLocked(req steal.StealRequest, now time.Time) {
 func (n *Node) candidatesLocked(req steal.StealRequest) ([]steal.Candidate, []*task) {
 	limit := 2*req.Max + 2
 	var tasks []*task
-	for _, cl := range n.q.active {
+	// Popping a class empty takes it out of q.active: range over a copy.
+	for _, cl := range slices.Clone(n.q.active) {
 		if cl.heap.Len() == cl.foreign || !req.Cap.CanServe(cl.stealClass()) {
 			continue
 		}
