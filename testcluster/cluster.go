@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,10 @@ type Options struct {
 	Slots int
 	// Handlers are registered on every node before it starts.
 	Handlers map[string]node.Handler
+	// NodeHandlers, when set, returns more handlers for node i (named name), registered
+	// before it starts, on every start: a handler only some nodes have, or one that
+	// knows which node runs it.
+	NodeHandlers func(i int, name string) map[string]node.Handler
 	// Configure may change node i's configuration before it starts.
 	Configure func(i int, cfg *node.Config)
 	// Logger receives every node's logs (default: discard).
@@ -126,7 +131,14 @@ func (c *Cluster) startNode(i int) error {
 		nt.Shutdown()
 		return err
 	}
-	for typ, h := range c.opts.Handlers {
+	handlers := maps.Clone(c.opts.Handlers)
+	if c.opts.NodeHandlers != nil {
+		if handlers == nil {
+			handlers = map[string]node.Handler{}
+		}
+		maps.Copy(handlers, c.opts.NodeHandlers(i, m.name))
+	}
+	for typ, h := range handlers {
 		if err := n.Handle(typ, h); err != nil {
 			n.Shutdown(context.Background())
 			return err

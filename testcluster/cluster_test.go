@@ -3,12 +3,15 @@ package testcluster_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/node"
 	"github.com/starlingsched/starling/testcluster"
 )
 
@@ -46,4 +49,77 @@ func TestCluster_spreadsWork(t *testing.T) {
 	if len(perNode) != 3 {
 		t.Fatalf("tasks ran on %d nodes, want all 3: %v", len(perNode), perNode)
 	}
+}
+
+func TestCluster_convergesAndListsMembers(t *testing.T) {
+	const nodes = 5
+	c := testcluster.Start(t, testcluster.Options{Nodes: nodes, Slots: 1, Configure: func(i int, cfg *node.Config) {
+		cfg.Tags = []string{fmt.Sprintf("zone=z%d", i)}
+	}})
+	names := map[string]int{}
+	for i := range nodes {
+		names[c.Node(i).Name()] = i
+	}
+	// Every node lists every member alive, with its addresses, tags and load (load
+	// comes by gossip a moment after the member itself).
+	for k := range nodes {
+		waitFor(t, 10*time.Second, fmt.Sprintf("node %d lists all members", k), func() error {
+			cl, err := c.Client(k).Cluster(context.Background())
+			if err != nil {
+				return err
+			}
+			if cl.Self != c.Node(k).Name() {
+				return fmt.Errorf("self is %q, want %q", cl.Self, c.Node(k).Name())
+			}
+			if len(cl.Members) != nodes {
+				return fmt.Errorf("%d members, want %d: %+v", len(cl.Members), nodes, cl.Members)
+			}
+			for _, m := range cl.Members {
+				i, ok := names[m.Name]
+				switch {
+				case !ok:
+					return fmt.Errorf("unknown member %q", m.Name)
+				case m.State != "alive":
+					return fmt.Errorf("%s is %s", m.Name, m.State)
+				case m.ID != c.Node(i).ID():
+					return fmt.Errorf("%s has id %q, want %q", m.Name, m.ID, c.Node(i).ID())
+				case m.HTTP != c.Node(i).HTTPAddr():
+					return fmt.Errorf("%s has http %q, want %q", m.Name, m.HTTP, c.Node(i).HTTPAddr())
+				case m.RPC == "":
+					return fmt.Errorf("%s has no rpc address", m.Name)
+				case m.Slots != 1:
+					return fmt.Errorf("%s has %d slots, want 1", m.Name, m.Slots)
+				case !slices.Equal(m.Tags, []string{fmt.Sprintf("zone=z%d", i)}):
+					return fmt.Errorf("%s has tags %v", m.Name, m.Tags)
+				case m.Self != (i == k):
+					return fmt.Errorf("%s: self is %v", m.Name, m.Self)
+				case m.Load == nil:
+					return fmt.Errorf("%s has no load yet", m.Name)
+				case m.Load.Free != 1 || m.Load.Running != 0:
+					return fmt.Errorf("%s: load %+v, want 1 free slot, none running", m.Name, *m.Load)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+func TestCluster_loadTravels(t *testing.T) {
+	rec := newRecorder()
+	c := start(t, rec, testcluster.Options{Nodes: 2, Slots: 1})
+	defer rec.open("busy")
+	// Node 1 runs a gate of its own (it cannot be stolen: it starts at once), so
+	// node 0 sees it busy through gossip.
+	submit(t, c, 1, gateSpec("busy"))
+	waitFor(t, 10*time.Second, "node 0 sees node 1 busy", func() error {
+		for _, m := range c.Node(0).Members().Members {
+			if m.Name == c.Node(1).Name() {
+				if m.Load != nil && m.Load.Running == 1 && m.Load.Free == 0 {
+					return nil
+				}
+				return fmt.Errorf("load %+v", m.Load)
+			}
+		}
+		return fmt.Errorf("node 1 not listed")
+	})
 }
