@@ -32,6 +32,10 @@ func (n *Node) routes() http.Handler {
 		http.MethodGet:    n.handleGet,
 		http.MethodDelete: n.handleCancel,
 	}))
+	mux.HandleFunc("/v1/graphs/{id}", n.methods(map[string]http.HandlerFunc{
+		http.MethodGet:    n.handleGraph,
+		http.MethodDelete: n.handleCancelGraph,
+	}))
 	mux.HandleFunc("/v1/events", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleEvents}))
 	mux.HandleFunc("/v1/cluster", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleCluster}))
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -199,7 +203,7 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	tasks, err := n.submit(specs, batch)
+	tasks, gr, err := n.submit(specs, batch)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -219,10 +223,63 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	for i, t := range tasks {
 		out.IDs[i] = t.id
 	}
+	if gr != nil {
+		out.Graph, out.Names = gr.id, gr.names
+	}
 	if wait > 0 {
 		out.Tasks = n.records(tasks)
 	}
 	writeJSON(w, http.StatusAccepted, out)
+}
+
+func (n *Node) handleGraph(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	wait, err := n.parseWait(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	withTasks := r.URL.Query().Get("tasks") != "false"
+	n.mu.Lock()
+	gr := n.graphs[id]
+	n.mu.Unlock()
+	if gr == nil {
+		if !n.forward(w, r, id) {
+			writeError(w, graphNotFound(id))
+		}
+		return
+	}
+	if wait > 0 {
+		longPoll(w, wait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-gr.done:
+		case <-timer.C:
+		case <-r.Context().Done():
+		case <-n.stopped:
+		}
+		timer.Stop()
+	}
+	g, err := n.Graph(id, withTasks)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, g)
+}
+
+func (n *Node) handleCancelGraph(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	g, err := n.CancelGraph(id)
+	var e *api.Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound && n.forward(w, r, id) {
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, g)
 }
 
 func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {

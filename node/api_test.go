@@ -449,7 +449,7 @@ func TestRoutes(t *testing.T) {
 	if len(c.Members) != 1 || !c.Members[0].Self || c.Members[0].Slots != 4 || c.Members[0].HTTP != n.HTTPAddr() {
 		t.Errorf("/v1/cluster: %+v", c)
 	}
-	if got := fmt.Sprint(n.Types()); got != "[echo noop sleep]" {
+	if got := fmt.Sprint(n.Types()); got != "[echo noop sleep sum]" {
 		t.Errorf("Types() = %s", got)
 	}
 }

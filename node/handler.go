@@ -1,11 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -72,7 +75,61 @@ func builtins() map[string]Handler {
 		"noop":  func(context.Context, *Input) (any, error) { return nil, nil },
 		"echo":  func(_ context.Context, in *Input) (any, error) { return in.Payload, nil },
 		"sleep": sleepHandler,
+		"sum":   sumHandler,
 	}
+}
+
+// sumHandler adds up numbers: the payload's (a number or an array of numbers) and its
+// deps' results (each a number, an array of numbers, or null). The reduce step of a
+// map-reduce graph, and a demo of how deps feed a task. Whole numbers stay exact.
+func sumHandler(_ context.Context, in *Input) (any, error) {
+	var ints int64
+	var floats float64
+	isFloat := false
+	add := func(where string, raw json.RawMessage) error {
+		if len(raw) == 0 || string(raw) == "null" {
+			return nil
+		}
+		var one json.Number
+		var many []json.Number
+		dec := func(v any) error {
+			d := json.NewDecoder(bytes.NewReader(raw))
+			d.UseNumber()
+			return d.Decode(v)
+		}
+		if dec(&one) != nil {
+			if err := dec(&many); err != nil {
+				return fmt.Errorf("%s: want a number or an array of numbers, got %s", where, raw)
+			}
+		} else {
+			many = []json.Number{one}
+		}
+		for _, x := range many {
+			if i, err := x.Int64(); err == nil {
+				ints += i
+				continue
+			}
+			f, err := x.Float64()
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a number", where, x)
+			}
+			floats += f
+			isFloat = true
+		}
+		return nil
+	}
+	if err := add("payload", in.Payload); err != nil {
+		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(in.Deps)) {
+		if err := add("dep "+name, in.Deps[name]); err != nil {
+			return nil, err
+		}
+	}
+	if isFloat {
+		return float64(ints) + floats, nil
+	}
+	return ints, nil
 }
 
 type sleepPayload struct {

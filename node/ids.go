@@ -26,6 +26,10 @@ func taskID(nodeID string, seq uint64) string {
 	return nodeID + "-" + strconv.FormatUint(seq, 36)
 }
 
+func graphID(nodeID string, seq uint64) string {
+	return nodeID + "-g" + strconv.FormatUint(seq, 36)
+}
+
 // OwnerOf returns the node id embedded in a task or graph id.
 func OwnerOf(id string) (string, bool) {
 	owner, rest, ok := strings.Cut(id, "-")

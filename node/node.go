@@ -39,6 +39,8 @@ type Node struct {
 	finished   []*task // finished tasks in finish order, for retention
 	finHead    int     // finished[:finHead] are dropped already
 	idem       map[string]*task
+	graphs     map[string]*graphRun
+	watchers   map[string][]*graphRun // graphs waiting on a task outside them, by task id
 	q          *queue
 	res        *resources
 	busy       int // slots in use
@@ -90,6 +92,8 @@ func New(cfg Config) (*Node, error) {
 		validators: map[string]func([]byte) error{"sleep": validateSleep},
 		tasks:      make(map[string]*task),
 		idem:       make(map[string]*task),
+		graphs:     make(map[string]*graphRun),
+		watchers:   make(map[string][]*graphRun),
 		q:          newQueue(),
 		res:        newResources(cfg.Tags, cfg.Resources),
 		counts:     make(map[api.State]int),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/starlingsched/starling/internal/api"
@@ -22,7 +23,7 @@ func (e timeoutError) Error() string { return fmt.Sprintf("timeout: the run exce
 // error, none. It returns the new task ids in order. A spec with an idempotency key
 // already seen returns the earlier task's id instead of a new task.
 func (n *Node) Submit(specs []api.Spec) ([]string, error) {
-	tasks, err := n.submit(specs, len(specs) > 1)
+	tasks, _, err := n.submit(specs, len(specs) > 1)
 	if err != nil {
 		return nil, err
 	}
@@ -35,12 +36,12 @@ func (n *Node) Submit(specs []api.Spec) ([]string, error) {
 
 // submit is Submit returning the tasks. A batch's errors name the spec at fault by its
 // index ("tasks[0].timeout"), even in a batch of one.
-func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
+func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, *graphRun, error) {
 	if len(specs) == 0 {
-		return nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
+		return nil, nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
 	}
 	if len(specs) > n.cfg.MaxBatch {
-		return nil, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+		return nil, nil, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
 			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), n.cfg.MaxBatch)}
 	}
 	reg := n.registry()
@@ -49,14 +50,14 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 			if batch {
 				prefixField(err, fmt.Sprintf("tasks[%d]", i))
 			}
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.stopping {
-		return nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down; submit to another node"}
+		return nil, nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down; submit to another node"}
 	}
 	fresh := 0
 	for i := range specs {
@@ -66,19 +67,37 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 	}
 	if n.live+fresh > n.cfg.MaxQueue {
 		n.metrics.rejected.Inc()
-		return nil, &api.Error{Status: http.StatusTooManyRequests, Code: api.CodeQueueFull,
+		return nil, nil, &api.Error{Status: http.StatusTooManyRequests, Code: api.CodeQueueFull,
 			Message: fmt.Sprintf("the node's queue is full (%d unfinished tasks, limit %d); retry later or submit to another node", n.live, n.cfg.MaxQueue)}
 	}
 	wasIdle := n.cluster != nil && n.stealableLocked() == 0
-	out := make([]*task, len(specs))
-	for i := range specs {
-		if k := specs[i].IdempotencyKey; k != "" {
-			if t := n.idem[k]; t != nil {
-				out[i] = t
-				continue
+	var (
+		out []*task
+		gr  *graphRun
+	)
+	if isGraph(specs) {
+		var err error
+		if out, gr, err = n.submitGraphLocked(specs, now); err != nil {
+			var e *api.Error
+			if !batch && errors.As(err, &e) {
+				// One spec: its fields are not "tasks[0].…".
+				e.Field = strings.TrimPrefix(e.Field, "tasks[0].")
+				e.Message = strings.TrimPrefix(e.Message, "tasks[0].")
 			}
+			return nil, nil, err
 		}
-		out[i] = n.addLocked(&specs[i], now)
+	} else {
+		out = make([]*task, len(specs))
+		for i := range specs {
+			if k := specs[i].IdempotencyKey; k != "" {
+				if t := n.idem[k]; t != nil {
+					out[i] = t
+					continue
+				}
+			}
+			out[i] = n.newTaskLocked(&specs[i], now)
+			n.enqueueLocked(out[i], now)
+		}
 	}
 	n.dispatchLocked()
 	if wasIdle && n.stealableLocked() > 0 {
@@ -87,11 +106,12 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, error) {
 		default:
 		}
 	}
-	return out, nil
+	return out, gr, nil
 }
 
-// addLocked stores a validated spec as a new queued task.
-func (n *Node) addLocked(spec *api.Spec, now time.Time) *task {
+// newTaskLocked stores a validated spec as a new task; the caller queues it (or leaves
+// it pending).
+func (n *Node) newTaskLocked(spec *api.Spec, now time.Time) *task {
 	n.seq++
 	t := &task{
 		id:      taskID(n.id, n.seq),
@@ -110,7 +130,6 @@ func (n *Node) addLocked(spec *api.Spec, now time.Time) *task {
 	}
 	n.live++
 	n.metrics.submitted.Inc()
-	n.enqueueLocked(t, now)
 	return t
 }
 
@@ -382,6 +401,7 @@ func (n *Node) terminateLocked(t *task, s api.State, msg string, now time.Time) 
 	n.finished = append(n.finished, t)
 	n.metrics.finished.WithLabelValues(string(s)).Inc()
 	close(t.done)
+	n.graphTaskEndedLocked(t, now)
 	if len(n.finished)-n.finHead > n.cfg.MaxRecords {
 		n.expireLocked(now)
 	}

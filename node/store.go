@@ -64,6 +64,7 @@ func (n *Node) expireLocked(now time.Time) {
 			delete(n.idem, k)
 		}
 		n.counts[t.state]--
+		n.forgetGraphTaskLocked(t)
 		n.orderDead++
 		n.metrics.expired.Inc()
 	}

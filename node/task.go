@@ -18,6 +18,8 @@ type task struct {
 	needs needs
 	class *class
 	deps  map[string]json.RawMessage // results of the deps, by the name the task used
+	graph *graphRun                  // nil unless the task belongs to a graph
+	gidx  int                        // its index in the graph
 
 	// exec is the id of the node running the task for its owner, when that is not
 	// this node (granted, stolen or running there).
@@ -66,6 +68,9 @@ func (t *task) record(owner string) api.Task {
 		Waiting:    t.waiting,
 		Result:     t.result,
 		Error:      t.err,
+	}
+	if t.graph != nil {
+		r.Graph = t.graph.id
 	}
 	return r
 }

@@ -238,8 +238,10 @@ func (n *Node) validate(reg registry, s *api.Spec) error {
 	default:
 		return specErr("trigger", "%q is not a trigger rule (all_success or all_done)", s.Trigger)
 	}
-	if len(s.Deps) > 0 {
-		return specErr("deps", "task graphs are not supported by this node yet")
+	for i, d := range s.Deps {
+		if d == "" {
+			return specErr(fmt.Sprintf("deps[%d]", i), "empty: name a task of the submission or an existing task id")
+		}
 	}
 	return nil
 }
