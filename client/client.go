@@ -308,3 +308,54 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	}
 	return 0, nil
 }
+
+// Graph returns a graph's aggregate record with its tasks.
+func (c *Client) Graph(ctx context.Context, id string) (Graph, error) {
+	var g Graph
+	err := c.do(ctx, http.MethodGet, "/v1/graphs/"+url.PathEscape(id), nil, nil, &g)
+	return g, err
+}
+
+// WaitGraph long-polls until every task of the graph is terminal or timeout passes (0:
+// until ctx ends), and returns the last record seen. withTasks asks for the tasks'
+// records too. Each poll returns within a minute, so progress can be shown between
+// calls with a short timeout.
+func (c *Client) WaitGraph(ctx context.Context, id string, timeout time.Duration, withTasks bool) (Graph, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var last Graph
+	for {
+		poll := time.Minute
+		if dl, ok := ctx.Deadline(); ok {
+			poll = min(poll, time.Until(dl))
+		}
+		if poll <= 0 {
+			return last, nil
+		}
+		q := waitQuery(poll)
+		if !withTasks {
+			q.Set("tasks", "false")
+		}
+		var g Graph
+		if err := c.do(ctx, http.MethodGet, "/v1/graphs/"+url.PathEscape(id), q, nil, &g); err != nil {
+			if ctx.Err() != nil && last.ID != "" && timeout > 0 {
+				return last, nil
+			}
+			return last, err
+		}
+		last = g
+		if g.State != Running && g.State != Pending {
+			return g, nil
+		}
+	}
+}
+
+// CancelGraph cancels every unfinished task of a graph.
+func (c *Client) CancelGraph(ctx context.Context, id string) (Graph, error) {
+	var g Graph
+	err := c.do(ctx, http.MethodDelete, "/v1/graphs/"+url.PathEscape(id), nil, nil, &g)
+	return g, err
+}

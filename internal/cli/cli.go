@@ -71,6 +71,7 @@ func commands() []command {
 		{"wait", "wait for tasks to finish: starling wait ID...", runWait},
 		{"cancel", "cancel tasks: starling cancel ID...", runCancel},
 		{"tasks", "list tasks", runTasks},
+		{"graph", "task graphs: graph submit FILE, graph status ID, graph cancel ID", runGraph},
 		{"members", "list the cluster's members", runMembers},
 		{"dev", "run a local cluster of several nodes in this process", runDev},
 		{"keygen", "print a new cluster key for --gossip-key", runKeygen},
