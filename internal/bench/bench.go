@@ -40,7 +40,7 @@ type Options struct {
 type Result map[string]any
 
 // Workloads names the workloads Run knows.
-var Workloads = []string{"roundtrip", "throughput", "imbalance"}
+var Workloads = []string{"roundtrip", "throughput", "imbalance", "chain", "fanin"}
 
 // Run runs one workload and returns its figures.
 func Run(ctx context.Context, o Options) (Result, error) {
@@ -58,6 +58,18 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		if o.Nodes == 0 && o.Addr == "" {
 			o.Nodes = 8
 		}
+		o.Slots = or(o.Slots, 1)
+	case "chain":
+		run = chain
+		if o.Nodes == 0 && o.Addr == "" {
+			o.Nodes = 4
+		}
+	case "fanin":
+		run = fanin
+		if o.Addr != "" {
+			return nil, fmt.Errorf("bench: fanin runs in-process only: it registers its leaf handler on the nodes it starts")
+		}
+		o.Nodes = or(o.Nodes, 4)
 		o.Slots = or(o.Slots, 1)
 	default:
 		return nil, fmt.Errorf("bench: unknown workload %q (one of %v)", o.Workload, Workloads)
@@ -99,6 +111,7 @@ func target(o Options) (*client.Client, func(), error) {
 	}
 	if o.Nodes > 0 {
 		c, err := testcluster.New(testcluster.Options{Nodes: o.Nodes, Slots: or(o.Slots, runtime.NumCPU()),
+			Handlers:  map[string]node.Handler{"bench.leaf": leaf},
 			Configure: func(_ int, cfg *node.Config) { tune(cfg) }})
 		if err != nil {
 			return nil, nil, err
