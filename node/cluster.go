@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/starlingsched/starling/gossip"
+	"github.com/starlingsched/starling/internal/api"
 	"github.com/starlingsched/starling/internal/wire"
 	"github.com/starlingsched/starling/steal"
 )
@@ -28,7 +29,8 @@ type ClusterConfig struct {
 	// Steal configures the stealing policy; zero means steal.DefaultConfig.
 	Steal steal.Config
 	// NodeLosses is how many times a task may lose its executing node before it
-	// fails with "node lost". Default 3.
+	// fails with "node lost". 0 means the default, 3; a negative number allows no
+	// loss at all (the first lost node fails the task).
 	NodeLosses int
 	// StealInterval is how often an idle node looks for work to steal and resends
 	// what is unanswered. Default 10ms.
@@ -69,8 +71,11 @@ func (c *ClusterConfig) fill() {
 	if c.Steal == (steal.Config{}) {
 		c.Steal = steal.DefaultConfig()
 	}
-	if c.NodeLosses <= 0 {
+	switch {
+	case c.NodeLosses == 0:
 		c.NodeLosses = 3
+	case c.NodeLosses < 0:
+		c.NodeLosses = 0 // a zero budget, which 0 cannot say
 	}
 	if c.StealInterval <= 0 {
 		c.StealInterval = 10 * time.Millisecond
@@ -115,6 +120,10 @@ type peer struct {
 	loadAge  time.Duration
 	loadSeen time.Time
 	gone     bool // dead or left: its tasks were re-queued, its records are lost
+	goneAt   time.Time
+	// final: it left or restarted, so this node id never comes back. A dead peer
+	// may: a partition heals, a paused process resumes.
+	final bool
 }
 
 func (p *peer) alive() bool { return !p.gone }
@@ -236,6 +245,7 @@ func (n *Node) memberUp(m gossip.Member) {
 	if old, ok := c.names[m.Name]; ok && old != md.ID {
 		// The member restarted under the same name: its old self is gone.
 		n.peerGoneLocked(old, "restarted")
+		n.peerFinalLocked(old)
 	}
 	p := c.peers[md.ID]
 	if p == nil {
@@ -244,10 +254,31 @@ func (n *Node) memberUp(m gossip.Member) {
 		n.log.Info("peer joined", slog.String("peer", m.Name), slog.String("id", md.ID), slog.String("http", md.HTTP))
 	}
 	if p.gone {
-		return // a node id never comes back: a restart gets a new one
+		if p.final || m.State != gossip.StateAlive {
+			return // a restart gets a new node id; one that left never comes back
+		}
+		n.peerBackLocked(md.ID, p)
 	}
 	p.meta, p.name, p.state = md, m.Name, m.State.String()
 	c.names[m.Name] = md.ID
+}
+
+// peerBackLocked takes back a peer that was declared dead but lives: a partition
+// healed, or it was paused. What it ran for this node was re-queued with a new epoch
+// when it was declared dead, so its late reports are fenced off; it works with this
+// node again from now on, and hears the reports this node kept for it.
+func (n *Node) peerBackLocked(id string, p *peer) {
+	c := n.cluster
+	p.gone, p.goneAt = false, time.Time{}
+	n.log.Warn("peer back after being declared dead", slog.String("peer", p.name), slog.String("id", id))
+	c.thief.PeerAlive(steal.NodeID(id))
+	now := time.Now()
+	for _, o := range c.outbox {
+		if o.owner == id {
+			o.sentAt = now.Add(-c.cfg.ReportResend) // resend at the next tick
+		}
+	}
+	n.kick()
 }
 
 // memberGone handles a member declared dead or gone.
@@ -262,17 +293,48 @@ func (n *Node) memberGone(m gossip.Member) {
 		return
 	}
 	n.peerGoneLocked(id, m.State.String())
+	if m.State == gossip.StateLeft {
+		n.peerFinalLocked(id)
+	}
 }
 
-// peerGoneLocked forgets a peer for good: what it was running for this node runs
-// again elsewhere, and what this node ran for it is cancelled (its records are lost).
+// peerFinalLocked marks a gone peer as never coming back (it left, or restarted
+// under a new id): the reports kept for it are dropped.
+func (n *Node) peerFinalLocked(id string) {
+	c := n.cluster
+	if p := c.peers[id]; p != nil {
+		p.final = true
+	}
+	for k, o := range c.outbox {
+		if o.owner == id {
+			delete(c.outbox, k)
+		}
+	}
+}
+
+// abandonedLocked reports whether a kept report's owner has been gone longer than
+// gossip retries it: the report is dropped.
+func (n *Node) abandonedLocked(o *outgoing, now time.Time) bool {
+	keep := n.cluster.cfg.Gossip.ReconnectTimeout
+	if keep <= 0 {
+		keep = time.Hour
+	}
+	p := n.cluster.peers[o.owner]
+	return p == nil || (p.gone && now.Sub(p.goneAt) > keep)
+}
+
+// peerGoneLocked gives a peer up: what it was running for this node runs again
+// elsewhere, and what this node ran for it is cancelled (its records are lost). The
+// reports owed to it are kept, with a lost report for every cancelled run, in case it
+// comes back (a false death): until then nobody may wait for them, after that its
+// owner re-queues what was running here.
 func (n *Node) peerGoneLocked(id, why string) {
 	c := n.cluster
 	p := c.peers[id]
 	if p == nil || p.gone {
 		return
 	}
-	p.gone = true
+	p.gone, p.goneAt = true, time.Now()
 	if why != "" {
 		p.state = why
 	}
@@ -291,14 +353,12 @@ func (n *Node) peerGoneLocked(id, why string) {
 			n.executorLostLocked(t, p, now)
 		}
 	}
-	for id, t := range c.foreign {
+	for tid, t := range c.foreign {
 		if t.owner == sid {
-			n.dropForeignLocked(id, t)
-		}
-	}
-	for k, o := range c.outbox {
-		if o.owner == id {
-			delete(c.outbox, k)
+			n.dropForeignLocked(tid, t)
+			rep := report{ID: t.id, Epoch: t.epoch, Attempt: t.attempt, State: api.Failed, Node: n.cfg.Name, At: now, Lost: true,
+				Error: "the run was cancelled: its owner " + p.name + " was declared " + p.state}
+			c.outbox[tid] = &outgoing{owner: id, report: rep, sentAt: now}
 		}
 	}
 	if c.wire != nil && p.meta.RPC != "" {

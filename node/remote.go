@@ -78,7 +78,11 @@ func (n *Node) stealTickLocked(now time.Time) {
 	for _, g := range c.victim.Tick(now) {
 		n.sendGrantLocked(g)
 	}
-	for _, o := range c.outbox {
+	for k, o := range c.outbox {
+		if n.abandonedLocked(o, now) {
+			delete(c.outbox, k)
+			continue
+		}
 		if now.Sub(o.sentAt) >= c.cfg.ReportResend {
 			o.sentAt = now
 			n.sendLocked(o.owner, &peerMsg{Reports: []report{o.report}})
