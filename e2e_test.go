@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/starlingsched/starling/client"
+)
+
+// The multi-process test of DESIGN.md §8: the real binary, three agents on loopback,
+// one of them killed with SIGKILL while it runs tasks.
+
+// agent is a starling agent running as a process.
+type agent struct {
+	name   string
+	http   string
+	gossip string
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	done   chan struct{} // closed when the process has exited
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// buildStarling builds the binary into a temporary directory.
+func buildStarling(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "starling")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freePort returns a loopback port that is free for TCP and UDP (gossip uses both).
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port for TCP and UDP")
+	return 0
+}
+
+// startAgent starts an agent; join is a gossip address to join ("" for the first).
+func startAgent(t *testing.T, bin, name, join string) *agent {
+	t.Helper()
+	a := &agent{
+		name:   name,
+		http:   net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
+		gossip: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
+		out:    &syncBuffer{},
+		done:   make(chan struct{}),
+	}
+	args := []string{"agent", "--name", name, "--http", a.http, "--bind", a.gossip,
+		"--gossip-profile", "fast", "--slots", "2", "--log-level", "warn"}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	a.cmd = exec.Command(bin, args...)
+	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		a.cmd.Wait()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(5 * time.Second):
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, a.out)
+		}
+	})
+	return a
+}
+
+func (a *agent) client(t *testing.T) *client.Client {
+	t.Helper()
+	cl, err := client.New(a.http, client.WithRetry(10, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func TestE2E_killNineAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three agents")
+	}
+	bin := buildStarling(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	agents := []*agent{startAgent(t, bin, "e2e-0", "")}
+	agents = append(agents, startAgent(t, bin, "e2e-1", agents[0].gossip), startAgent(t, bin, "e2e-2", agents[0].gossip))
+	clients := make([]*client.Client, len(agents))
+	for i, a := range agents {
+		clients[i] = a.client(t)
+	}
+	// Every agent sees all three alive.
+	for i, cl := range clients {
+		waitUntil(t, 30*time.Second, fmt.Sprintf("%s sees 3 members alive", agents[i].name), func() error {
+			c, err := cl.Cluster(ctx)
+			if err != nil {
+				return err
+			}
+			alive := 0
+			for _, m := range c.Members {
+				if m.State == "alive" && m.HTTP != "" {
+					alive++
+				}
+			}
+			if alive != 3 {
+				return fmt.Errorf("%d alive: %+v", alive, c.Members)
+			}
+			return nil
+		})
+	}
+	out, err := exec.CommandContext(ctx, bin, "members", "--addr", agents[1].http).CombinedOutput()
+	if err != nil {
+		t.Fatalf("starling members: %v\n%s", err, out)
+	}
+	for _, a := range agents {
+		if !bytes.Contains(out, []byte(a.name)) || !bytes.Contains(out, []byte(a.http)) {
+			t.Errorf("starling members does not list %s at %s:\n%s", a.name, a.http, out)
+		}
+	}
+	if got := strings.Count(string(out), "alive"); got != 3 {
+		t.Errorf("starling members lists %d alive members, want 3:\n%s", got, out)
+	}
+
+	// 1,000 sleep tasks to agent 0, in batches.
+	const total, batch = 1000, 100
+	var ids []string
+	for len(ids) < total {
+		specs := make([]client.Spec, batch)
+		for i := range specs {
+			specs[i] = client.Spec{Type: "sleep", Payload: json.RawMessage(`{"ms": 5}`)}
+		}
+		s, err := clients[0].SubmitBatch(ctx, specs)
+		if err != nil {
+			t.Fatalf("submit after %d tasks: %v", len(ids), err)
+		}
+		if len(s.IDs) != batch {
+			t.Fatalf("a batch of %d was answered with %d ids", batch, len(s.IDs))
+		}
+		ids = append(ids, s.IDs...)
+	}
+	// SIGKILL agent 2 while it runs some of them.
+	victim := agents[2]
+	waitUntil(t, 20*time.Second, "agent 2 has run tasks of agent 0 and runs some now", func() error {
+		l, err := clients[0].List(ctx, client.ListOptions{Limit: 1000})
+		if err != nil {
+			return err
+		}
+		ran, running := 0, 0
+		for _, r := range l.Tasks {
+			if r.Node == victim.name {
+				ran++
+				if r.State == client.Running {
+					running++
+				}
+			}
+		}
+		if ran < 20 || running == 0 {
+			return fmt.Errorf("%s ran %d tasks and runs %d", victim.name, ran, running)
+		}
+		return nil
+	})
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.done
+
+	// Every accepted task ends, exactly once: succeeded, where it first ran or on
+	// another agent. Ask the owner, and a sample of them from agent 1 too.
+	deadline, dcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer dcancel()
+	perNode := map[string]int{}
+	rerun := 0
+	for i, id := range ids {
+		rec, err := clients[0].Wait(deadline, id, 0)
+		if err != nil {
+			t.Fatalf("task %d (%s): %v (last state %s)", i, id, err, rec.State)
+		}
+		if rec.State != client.Succeeded {
+			t.Errorf("task %s ended %s: %s", id, rec.State, rec.Error)
+		}
+		if rec.NodeLosses > 0 {
+			rerun++
+			if rec.Node == victim.name {
+				t.Errorf("task %s lost its node but is recorded as run on it", id)
+			}
+		}
+		perNode[rec.Node]++
+		if i%10 == 0 {
+			again, err := clients[1].Get(ctx, id)
+			if err != nil || again.State != rec.State || again.Attempt != rec.Attempt || again.Node != rec.Node {
+				t.Errorf("agent 1 on task %s: %s attempt %d on %s (%v); the owner says %s attempt %d on %s",
+					id, again.State, again.Attempt, again.Node, err, rec.State, rec.Attempt, rec.Node)
+			}
+		}
+	}
+	t.Logf("tasks per agent: %v; %d re-run after losing %s", perNode, rerun, victim.name)
+	if perNode[agents[1].name] == 0 || perNode[victim.name]+rerun == 0 {
+		t.Errorf("the work did not spread: %v", perNode)
+	}
+
+	// The CLI against the live agents.
+	out, err = exec.CommandContext(ctx, bin, "submit", "--addr", agents[1].http, "--wait", "sleep", `{"ms":100}`).Output()
+	if err != nil {
+		t.Fatalf("starling submit --wait: %v\n%s", err, out)
+	}
+	var rec client.Task
+	if err := json.Unmarshal(out, &rec); err != nil {
+		t.Fatalf("starling submit --wait printed %q: %v", out, err)
+	}
+	if rec.State != client.Succeeded || rec.Spec.Type != "sleep" || !strings.Contains(string(rec.Result), "100") {
+		t.Errorf("starling submit --wait: %s (type %q, result %s), want a succeeded sleep", rec.State, rec.Spec.Type, rec.Result)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	end := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
