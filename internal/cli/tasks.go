@@ -391,7 +391,7 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 	if output == "json" {
 		return printJSON(e.stdout, tasks)
 	}
-	tw := newTable(e.stdout, "ID", "TYPE", "STATE", "PRI", "ATTEMPT", "NODE", "AGE", "ERROR")
+	tw := newTable(e.stdout, "ID", "TYPE", "STATE", "PRI", "ATTEMPT", "NODE", "AGE", "ERROR / WAITING")
 	now := time.Now()
 	for _, t := range tasks {
 		tw.row(t.ID, t.Type, string(t.State), strconv.Itoa(t.Priority), strconv.Itoa(t.Attempt), t.Node,
