@@ -117,7 +117,6 @@ type peer struct {
 	name     string
 	state    string // alive, suspect, dead, left
 	load     *load
-	loadAge  time.Duration
 	loadSeen time.Time
 	gone     bool // dead or left: its tasks were re-queued, its records are lost
 	goneAt   time.Time
@@ -125,8 +124,6 @@ type peer struct {
 	// may: a partition heals, a paused process resumes.
 	final bool
 }
-
-func (p *peer) alive() bool { return !p.gone }
 
 // cluster is the node's cluster machinery. Its fields are set in New and never
 // replaced; the state they point to is guarded by Node.mu unless said otherwise.
