@@ -279,4 +279,3 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() err
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
