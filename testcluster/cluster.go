@@ -261,8 +261,9 @@ func (c *Cluster) Submit(ctx context.Context, i int, specs ...client.Spec) ([]st
 	return s.IDs, nil
 }
 
-// Await waits until every task is terminal, asking any live node (which asks the
-// owner), and returns the records in order.
+// Await waits until every task is terminal, asking its owner while the owner runs
+// (during a partition another node may take it for lost) and any live node
+// otherwise, and returns the records in order.
 func (c *Cluster) Await(ctx context.Context, ids []string) ([]api.Task, error) {
 	out := make([]api.Task, len(ids))
 	for i, id := range ids {
@@ -271,7 +272,15 @@ func (c *Cluster) Await(ctx context.Context, ids []string) ([]api.Task, error) {
 			if len(live) == 0 {
 				return out, errors.New("testcluster: no live node")
 			}
-			t, err := live[i%len(live)].client.Wait(ctx, id, 0)
+			ask := live[i%len(live)]
+			if owner, ok := node.OwnerOf(id); ok {
+				for _, m := range live {
+					if m.node.ID() == owner {
+						ask = m
+					}
+				}
+			}
+			t, err := ask.client.Wait(ctx, id, 0)
 			if err == nil && t.State.Terminal() {
 				out[i] = t
 				break

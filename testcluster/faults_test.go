@@ -230,3 +230,40 @@ func TestFaults_stopAndRestart(t *testing.T) {
 		t.Errorf("GET a task id of the stopped node: %s %q %v; want failed: owner lost", got.State, got.Error, err)
 	}
 }
+
+func TestFaults_pauseThenResume(t *testing.T) {
+	rec := newRecorder()
+	c := start(t, rec, testcluster.Options{Nodes: 3, Slots: 1})
+	defer rec.open("owner")
+	paused := c.Node(2).Name()
+	// Node 0 is held by a gate: nodes 1 and 2 run its tasks.
+	submit(t, c, 0, gateSpec("owner"))
+	ids := submit(t, c, 0, works(6, 400)...)
+	rec.waitRun(t, 10*time.Second, "on node 2", func(ru run) bool { return ru.Node == paused })
+	// Node 2 stops answering, without dying: the others declare it dead and run
+	// its tasks again; it declares them dead and gives up their tasks.
+	c.Pause(2)
+	waitPeerState(t, c, 0, paused, "dead", 10*time.Second)
+	waitPeerState(t, c, 2, c.Node(0).Name(), "dead", 10*time.Second)
+	recs := await(t, c, ids, 30*time.Second)
+	for _, r := range recs {
+		if r.Node == paused {
+			t.Errorf("task %s is recorded as run on the paused node", r.ID)
+		}
+	}
+	// Back on the network, it is a member like any other again: it answers for
+	// node 0's tasks as node 0 does (checkInvariants asks every node), and takes work.
+	c.Resume(2)
+	if err := c.WaitConverged(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{paused}})
+	defer rec.open("resumed")
+	submit(t, c, 1, gateSpec("resumed"))
+	after := submit(t, c, 0, works(4, 10)...)
+	for _, r := range await(t, c, after, 20*time.Second) {
+		if r.State != client.Succeeded || r.Node != paused {
+			t.Errorf("after the resume, task %s: %s on %s; want succeeded on %s", r.ID, r.State, r.Node, paused)
+		}
+	}
+}
