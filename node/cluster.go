@@ -343,7 +343,13 @@ func (n *Node) peerGoneLocked(id, why string) {
 	sid := steal.NodeID(id)
 	c.thief.PeerDead(sid)
 	for _, g := range c.victim.PeerDead(sid) {
-		n.requeueGrantedLocked(g, now)
+		// A grant it had not acknowledged yet: it may have started the tasks (a
+		// thief runs them before its acknowledgement is even sent), so they lost
+		// a node like the ones it acknowledged. A task that kills every node it
+		// starts on must use up its budget, whatever the timing.
+		if t := n.tasks[g.ID]; t != nil && t.epoch == g.Epoch && !t.state.Terminal() && t.heapIdx < 0 {
+			n.executorLostLocked(t, p, now)
+		}
 	}
 	for _, t := range n.tasks {
 		if t.exec == id && !t.state.Terminal() {

@@ -64,9 +64,6 @@ func TestFaults_executorKilledMidRun(t *testing.T) {
 			t.Errorf("task %s started on the killed %s: it ended %s on %s with node_losses %d after %d runs; want it finished elsewhere with node_losses >= 1",
 				r.ID, executor, r.State, r.Node, r.NodeLosses, len(runs))
 		}
-		if r.Attempt <= runs[0].Attempt {
-			t.Errorf("task %s: recorded attempt %d, not after the lost attempt %d", r.ID, r.Attempt, runs[0].Attempt)
-		}
 	}
 	if rerun == 0 {
 		t.Fatalf("no task had started on %s: %s", executor, rec)
