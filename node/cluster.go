@@ -141,6 +141,10 @@ type cluster struct {
 	outbox   map[string]*outgoing
 	wake     chan struct{} // kicks the steal loop
 	loadWake chan struct{} // asks the load loop to publish and push at once
+	// reports gathers reports to owners (by owner id) for the report loop.
+	reports    map[string][]report
+	reportWake chan struct{}
+	done       chan struct{} // closed when the node leaves the cluster
 	// capability is what this node can run, for the thief.
 	capability steal.Capability
 }
@@ -195,6 +199,7 @@ func (n *Node) startCluster() error {
 	}
 	n.goFunc(n.stealLoop)
 	n.goFunc(n.loadLoop)
+	n.goFunc(n.reportLoop)
 	return nil
 }
 
@@ -209,6 +214,7 @@ func (n *Node) metaLocked(rpc string) meta {
 // stopCluster leaves the cluster (gracefully when leave is set) and stops its parts.
 func (n *Node) stopCluster(ctx context.Context, leave bool) {
 	c := n.cluster
+	close(c.done)
 	if c.gossip != nil {
 		if leave {
 			timeout := 2 * time.Second

@@ -17,9 +17,9 @@ import (
 
 // reportRunningLocked tells a foreign task's owner that its run started.
 func (n *Node) reportRunningLocked(t *task, now time.Time) {
-	n.sendLocked(string(t.owner), &peerMsg{Reports: []report{{
+	n.queueReportLocked(string(t.owner), report{
 		ID: t.id, Epoch: t.epoch, Attempt: t.attempt, State: api.Running, Node: n.cfg.Name, At: now,
-	}}})
+	})
 }
 
 // finishForeignLocked reports a foreign run's outcome to its owner and keeps the
@@ -38,7 +38,44 @@ func (n *Node) finishForeignLocked(r *run, result json.RawMessage, err error) {
 		rep.Lost = errors.Is(err, ErrStopped)
 	}
 	c.outbox[t.id] = &outgoing{owner: string(t.owner), report: rep, sentAt: rep.At}
-	n.sendLocked(string(t.owner), &peerMsg{Reports: []report{rep}})
+	n.queueReportLocked(string(t.owner), rep)
+}
+
+// queueReportLocked queues a report for its owner. Reports to one owner travel many to
+// a message: the report loop sends whatever has gathered each time it wakes, so a busy
+// node sends few large messages and an idle one sends each report at once.
+func (n *Node) queueReportLocked(owner string, r report) {
+	c := n.cluster
+	c.reports[owner] = append(c.reports[owner], r)
+	if len(c.reports[owner]) == 1 {
+		select {
+		case c.reportWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reportLoop sends the queued reports.
+func (n *Node) reportLoop() {
+	c := n.cluster
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.reportWake:
+		}
+		n.mu.Lock()
+		n.flushReportsLocked()
+		n.mu.Unlock()
+	}
+}
+
+func (n *Node) flushReportsLocked() {
+	c := n.cluster
+	for owner, rs := range c.reports {
+		n.sendLocked(owner, &peerMsg{Reports: rs})
+		delete(c.reports, owner)
+	}
 }
 
 // dropForeignLocked forgets a foreign task: out of the queue, its run cancelled.
@@ -59,7 +96,7 @@ func (n *Node) stealLoop() {
 	defer tick.Stop()
 	for {
 		select {
-		case <-n.stopped:
+		case <-c.done: // resends go on while running tasks finish during a shutdown
 			return
 		case <-tick.C:
 		case <-c.wake:
@@ -85,7 +122,7 @@ func (n *Node) stealTickLocked(now time.Time) {
 		}
 		if now.Sub(o.sentAt) >= c.cfg.ReportResend {
 			o.sentAt = now
-			n.sendLocked(o.owner, &peerMsg{Reports: []report{o.report}})
+			n.queueReportLocked(o.owner, o.report)
 		}
 	}
 	if n.stopping {
