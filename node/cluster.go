@@ -353,14 +353,19 @@ func (n *Node) peerGoneLocked(id, why string) {
 		// thief runs them before its acknowledgement is even sent), so they lost
 		// a node like the ones it acknowledged. A task that kills every node it
 		// starts on must use up its budget, whatever the timing.
-		if t := n.tasks[g.ID]; t != nil && t.epoch == g.Epoch && !t.state.Terminal() && t.heapIdx < 0 {
+		if t := n.store.get(g.ID); t != nil && t.epoch == g.Epoch && !t.state.Terminal() && t.heapIdx < 0 {
 			n.executorLostLocked(t, p, now)
 		}
 	}
-	for _, t := range n.tasks {
+	var lost []*task
+	n.store.each(func(t *task) bool {
 		if t.exec == id && !t.state.Terminal() {
-			n.executorLostLocked(t, p, now)
+			lost = append(lost, t)
 		}
+		return true
+	})
+	for _, t := range lost {
+		n.executorLostLocked(t, p, now)
 	}
 	for tid, t := range c.foreign {
 		if t.owner == sid {

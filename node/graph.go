@@ -42,15 +42,15 @@ func isGraph(specs []api.Spec) bool {
 func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *graphRun, error) {
 	ds := make([]dag.Spec, len(specs))
 	for i := range specs {
-		if k := specs[i].IdempotencyKey; k != "" && n.idem[k] != nil {
+		if k := specs[i].IdempotencyKey; k != "" && n.store.withKey(k) != nil {
 			return nil, nil, &api.Error{Status: http.StatusConflict, Code: api.CodeConflict, Field: fmt.Sprintf("tasks[%d].idempotency_key", i),
-				Message: fmt.Sprintf("tasks[%d].idempotency_key: %q belongs to task %s already; a graph cannot take in an existing task that way (name it in deps instead)", i, k, n.idem[k].id)}
+				Message: fmt.Sprintf("tasks[%d].idempotency_key: %q belongs to task %s already; a graph cannot take in an existing task that way (name it in deps instead)", i, k, n.store.withKey(k).id)}
 		}
 		ds[i] = dag.Spec{Name: specs[i].Name, Deps: specs[i].Deps, Trigger: dag.Trigger(specs[i].Trigger)}
 	}
 	var foreignDep string
 	g, err := dag.Build(ds, func(ref string) bool {
-		if n.tasks[ref] != nil {
+		if n.store.get(ref) != nil {
 			return true
 		}
 		if owner, ok := OwnerOf(ref); ok && owner != n.id && foreignDep == "" {
@@ -90,7 +90,7 @@ func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *gra
 	n.graphs[gr.id] = gr
 	n.applyStepLocked(gr, g.Start(), now)
 	for _, ref := range g.Externals() {
-		ext := n.tasks[ref]
+		ext := n.store.get(ref)
 		if ext.state.Terminal() {
 			n.applyStepLocked(gr, g.CompleteExternal(ref, outcomeOf(ext.state)), now)
 			continue
@@ -151,7 +151,7 @@ func (n *Node) depResultsLocked(gr *graphRun, i int) map[string]json.RawMessage 
 		if d.Index >= 0 {
 			dt = gr.tasks[d.Index]
 		} else {
-			dt = n.tasks[d.Ref]
+			dt = n.store.get(d.Ref)
 		}
 		var r json.RawMessage
 		if dt != nil {
@@ -172,7 +172,7 @@ func (n *Node) upstreamReasonLocked(gr *graphRun, i int) string {
 		if d.Index >= 0 {
 			dt = gr.tasks[d.Index]
 		} else {
-			dt = n.tasks[d.Ref]
+			dt = n.store.get(d.Ref)
 		}
 		if dt != nil && dt.state.Terminal() && dt.state != api.Succeeded {
 			return fmt.Sprintf("dep %s (%s) ended %s", d.Ref, dt.id, dt.state)

@@ -33,12 +33,7 @@ type Node struct {
 	handlers   map[string]Handler
 	validators map[string]func([]byte) error
 	seq        uint64
-	tasks      map[string]*task
-	order      []*task // every stored task in submission order (seq ascending)
-	orderDead  int     // expired entries still in order
-	finished   []*task // finished tasks in finish order, for retention
-	finHead    int     // finished[:finHead] are dropped already
-	idem       map[string]*task
+	store      recordStore
 	graphs     map[string]*graphRun
 	watchers   map[string][]*graphRun // graphs waiting on a task outside them, by task id
 	q          *queue
@@ -90,8 +85,7 @@ func New(cfg Config) (*Node, error) {
 		log:        cfg.Logger,
 		handlers:   builtins(),
 		validators: map[string]func([]byte) error{"sleep": validateSleep},
-		tasks:      make(map[string]*task),
-		idem:       make(map[string]*task),
+		store:      newMemStore(),
 		graphs:     make(map[string]*graphRun),
 		watchers:   make(map[string][]*graphRun),
 		q:          newQueue(),
@@ -268,11 +262,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.stopCluster(ctx, true)
 		}
 		n.mu.Lock()
-		for _, t := range n.tasks {
+		n.store.each(func(t *task) bool {
 			if t.retryTimer != nil {
 				t.retryTimer.Stop()
 			}
-		}
+			return true
+		})
 		n.mu.Unlock()
 		n.wg.Wait()
 		n.log.Info("node stopped")
@@ -349,11 +344,12 @@ func (n *Node) Kill() {
 			cancel()
 		}
 		n.mu.Lock()
-		for _, t := range n.tasks {
+		n.store.each(func(t *task) bool {
 			if t.retryTimer != nil {
 				t.retryTimer.Stop()
 			}
-		}
+			return true
+		})
 		n.mu.Unlock()
 		n.wg.Wait()
 		n.log.Info("node killed")

@@ -192,7 +192,7 @@ func (n *Node) candidatesLocked(req steal.StealRequest) ([]steal.Candidate, []*t
 func (n *Node) sendGrantLocked(g steal.Grant) {
 	gm := &grantMsg{Grant: g, Tasks: make([]grantedRun, 0, len(g.Tasks))}
 	for _, gt := range g.Tasks {
-		t := n.tasks[gt.ID]
+		t := n.store.get(gt.ID)
 		if t == nil {
 			// Expired meanwhile: the thief gets an empty spec and fails it, and the
 			// owner ignores the report.
@@ -235,7 +235,7 @@ func (n *Node) onReplyLocked(r steal.Reply, now time.Time) {
 	s := c.victim.OnReply(r)
 	thief, _ := n.peerLocked(string(r.Thief))
 	for _, g := range s.Acked {
-		t := n.tasks[g.ID]
+		t := n.store.get(g.ID)
 		if t == nil || t.epoch != g.Epoch || t.state.Terminal() {
 			continue
 		}
@@ -255,7 +255,7 @@ func (n *Node) onReplyLocked(r steal.Reply, now time.Time) {
 
 // requeueGrantedLocked puts a task back in the queue after its grant fell through.
 func (n *Node) requeueGrantedLocked(g steal.GrantedTask, now time.Time) {
-	t := n.tasks[g.ID]
+	t := n.store.get(g.ID)
 	if t == nil || t.epoch != g.Epoch || t.state.Terminal() || t.heapIdx >= 0 {
 		return
 	}
@@ -268,7 +268,7 @@ func (n *Node) requeueGrantedLocked(g steal.GrantedTask, now time.Time) {
 // (every final report is acknowledged, applied or stale, so the executor stops sending).
 func (n *Node) onReportLocked(from string, r *report, now time.Time) bool {
 	final := r.State != api.Running
-	t := n.tasks[r.ID]
+	t := n.store.get(r.ID)
 	if t == nil || t.foreign || t.state.Terminal() || steal.Stale(t.epoch, r.Epoch) || t.epoch != r.Epoch || t.exec != from {
 		return final
 	}

@@ -61,7 +61,7 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, *graphRun, error) 
 	}
 	fresh := 0
 	for i := range specs {
-		if k := specs[i].IdempotencyKey; k == "" || n.idem[k] == nil {
+		if k := specs[i].IdempotencyKey; k == "" || n.store.withKey(k) == nil {
 			fresh++
 		}
 	}
@@ -90,7 +90,7 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, *graphRun, error) 
 		out = make([]*task, len(specs))
 		for i := range specs {
 			if k := specs[i].IdempotencyKey; k != "" {
-				if t := n.idem[k]; t != nil {
+				if t := n.store.withKey(k); t != nil {
 					out[i] = t
 					continue
 				}
@@ -123,11 +123,7 @@ func (n *Node) newTaskLocked(spec *api.Spec, now time.Time) *task {
 		done:    make(chan struct{}),
 	}
 	t.class = n.classLocked(spec.Type, t.needs)
-	n.tasks[t.id] = t
-	n.order = append(n.order, t)
-	if k := spec.IdempotencyKey; k != "" {
-		n.idem[k] = t
-	}
+	n.store.add(t)
 	n.live++
 	n.metrics.submitted.Inc()
 	return t
@@ -398,11 +394,11 @@ func (n *Node) terminateLocked(t *task, s api.State, msg string, now time.Time) 
 	t.epoch++ // fences any report still on its way
 	n.setStateLocked(t, s, now)
 	n.live--
-	n.finished = append(n.finished, t)
+	n.store.finish(t)
 	n.metrics.finished.WithLabelValues(string(s)).Inc()
 	close(t.done)
 	n.graphTaskEndedLocked(t, now)
-	if len(n.finished)-n.finHead > n.cfg.MaxRecords {
+	if n.store.retained() > n.cfg.MaxRecords {
 		n.expireLocked(now)
 	}
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +18,7 @@ func notFound(id string) error {
 }
 
 func (n *Node) lookupLocked(id string) (*task, error) {
-	t := n.tasks[id]
+	t := n.store.get(id)
 	if t == nil {
 		return nil, notFound(id)
 	}
@@ -50,38 +49,11 @@ func (n *Node) Get(id string) (api.Task, error) {
 // expireLocked drops finished records older than Retain, and the oldest ones while
 // more than MaxRecords are kept.
 func (n *Node) expireLocked(now time.Time) {
-	cutoff := now.Add(-n.cfg.Retain)
-	i := n.finHead
-	for ; i < len(n.finished); i++ {
-		t := n.finished[i]
-		if len(n.finished)-i <= n.cfg.MaxRecords && t.finished.After(cutoff) {
-			break
-		}
-		n.finished[i] = nil
-		t.expired = true
-		delete(n.tasks, t.id)
-		if k := t.spec.IdempotencyKey; k != "" && n.idem[k] == t {
-			delete(n.idem, k)
-		}
+	n.store.expire(now, n.cfg.Retain, n.cfg.MaxRecords, func(t *task) {
 		n.counts[t.state]--
 		n.forgetGraphTaskLocked(t)
-		n.orderDead++
 		n.metrics.expired.Inc()
-	}
-	n.finHead = i
-	if n.finHead > 1024 && n.finHead > len(n.finished)/2 {
-		n.finished = append([]*task(nil), n.finished[n.finHead:]...)
-		n.finHead = 0
-	}
-	if n.orderDead > 1024 && n.orderDead > len(n.order)/2 {
-		kept := make([]*task, 0, len(n.order)-n.orderDead)
-		for _, t := range n.order {
-			if !t.expired {
-				kept = append(kept, t)
-			}
-		}
-		n.order, n.orderDead = kept, 0
-	}
+	})
 }
 
 // ListOptions filter a listing.
@@ -111,19 +83,18 @@ func (n *Node) List(o ListOptions) (api.TaskList, error) {
 	defer n.mu.Unlock()
 	out := api.TaskList{Tasks: []api.Task{}}
 	var last uint64
-	i := sort.Search(len(n.order), func(i int) bool { return n.order[i].seq >= before }) - 1
-	for ; i >= 0; i-- {
-		t := n.order[i]
-		if t.expired || (o.Type != "" && t.spec.Type != o.Type) || (len(o.States) > 0 && !hasState(o.States, t.state)) {
-			continue
+	n.store.newest(before, func(t *task) bool {
+		if (o.Type != "" && t.spec.Type != o.Type) || (len(o.States) > 0 && !hasState(o.States, t.state)) {
+			return true
 		}
 		if len(out.Tasks) == o.Limit {
 			out.NextCursor = strconv.FormatUint(last, 36)
-			break
+			return false
 		}
 		out.Tasks = append(out.Tasks, n.recordLocked(t))
 		last = t.seq
-	}
+		return true
+	})
 	return out, nil
 }
 
