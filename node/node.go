@@ -225,57 +225,67 @@ func (n *Node) Run(ctx context.Context, grace time.Duration) error {
 // answers for them). It is idempotent.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutOnce.Do(func() {
-		n.mu.Lock()
-		n.stopping = true
-		n.mu.Unlock()
-		close(n.stopped)
-		n.events.close()
-		if !n.started {
-			n.ln.Close()
-		}
+		n.beginStop()
 		if err := n.srv.Shutdown(ctx); err != nil {
 			n.srv.Close()
 		}
-		// Let running tasks finish until ctx ends.
-		idle := make(chan struct{})
-		go func() {
-			for {
-				n.mu.Lock()
-				busy := n.busy
-				n.mu.Unlock()
-				if busy == 0 {
-					close(idle)
-					return
-				}
-				select {
-				case <-ctx.Done():
-					close(idle)
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-			}
-		}()
-		<-idle
+		n.waitIdle(ctx)
 		n.stopRuns(ErrStopped)
 		if n.cluster != nil {
 			n.flushReports(ctx)
 			n.stopCluster(ctx, true)
 		}
-		n.mu.Lock()
-		n.store.each(func(t *task) bool {
-			if t.retryTimer != nil {
-				t.retryTimer.Stop()
-			}
-			return true
-		})
-		n.mu.Unlock()
-		n.wg.Wait()
+		n.endStop()
 		n.log.Info("node stopped")
 		if ctx.Err() != nil {
 			n.shutErr = fmt.Errorf("node: shutdown: running tasks cancelled: %w", ctx.Err())
 		}
 	})
 	return n.shutErr
+}
+
+// beginStop refuses new work and ends long polls and event streams.
+func (n *Node) beginStop() {
+	n.mu.Lock()
+	n.stopping = true
+	n.mu.Unlock()
+	close(n.stopped)
+	n.events.close()
+	if !n.started {
+		n.ln.Close()
+	}
+}
+
+// waitIdle waits until no task runs, or ctx ends.
+func (n *Node) waitIdle(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n.mu.Lock()
+		busy := n.busy
+		n.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// endStop stops pending retries and waits for every goroutine the node started.
+func (n *Node) endStop() {
+	n.mu.Lock()
+	n.store.each(func(t *task) bool {
+		if t.retryTimer != nil {
+			t.retryTimer.Stop()
+		}
+		return true
+	})
+	n.mu.Unlock()
+	n.wg.Wait()
 }
 
 // goFunc runs f on a goroutine that Shutdown waits for.
@@ -328,14 +338,7 @@ func (n *Node) janitor() {
 // and simulations (testcluster); programs use Shutdown.
 func (n *Node) Kill() {
 	n.shutOnce.Do(func() {
-		n.mu.Lock()
-		n.stopping = true
-		n.mu.Unlock()
-		close(n.stopped)
-		n.events.close()
-		if !n.started {
-			n.ln.Close()
-		}
+		n.beginStop()
 		n.srv.Close()
 		n.stopRuns(ErrStopped)
 		if n.cluster != nil {
@@ -343,15 +346,7 @@ func (n *Node) Kill() {
 			n.stopCluster(ctx, false)
 			cancel()
 		}
-		n.mu.Lock()
-		n.store.each(func(t *task) bool {
-			if t.retryTimer != nil {
-				t.retryTimer.Stop()
-			}
-			return true
-		})
-		n.mu.Unlock()
-		n.wg.Wait()
+		n.endStop()
 		n.log.Info("node killed")
 	})
 }
