@@ -130,7 +130,7 @@ func runAgent(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	self := n.Members().Members[0]
-	fmt.Fprintf(e.stderr, "starling %s: node %s serving http://%s (slots %d, gossip %s, rpc %s)\n",
+	fmt.Fprintf(e.stderr, "starling agent (version %s): node %s serving http://%s (slots %d, gossip %s, rpc %s)\n",
 		version(), n.Name(), n.HTTPAddr(), cfg.Slots, self.Gossip, self.RPC)
 	fmt.Fprintf(e.stderr, "submit with: starling submit --addr %s --wait echo '\"hello\"'\n", n.HTTPAddr())
 	fmt.Fprintf(e.stderr, "join another agent with: starling agent --join %s --bind 127.0.0.1:PORT --http 127.0.0.1:PORT\n", self.Gossip)
