@@ -293,7 +293,18 @@ func (n *Node) memberGone(m gossip.Member) {
 	defer n.mu.Unlock()
 	id, ok := n.cluster.names[m.Name]
 	if !ok {
-		return
+		// Gone already? Gossip reports a member that left after declaring it
+		// dead when the leave intent comes second.
+		var md meta
+		if msgpack.Unmarshal(m.Meta, &md) != nil || md.ID == "" {
+			return
+		}
+		p := n.cluster.peers[md.ID]
+		if p == nil || !p.gone || p.name != m.Name || p.state != gossip.StateDead.String() {
+			return
+		}
+		id = md.ID
+		p.state = m.State.String()
 	}
 	n.peerGoneLocked(id, m.State.String())
 	if m.State == gossip.StateLeft {

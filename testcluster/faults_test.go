@@ -29,9 +29,6 @@ func TestFaults_thiefKilledMidSteal(t *testing.T) {
 	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{victim}})
 	lost := 0
 	for i, r := range recs {
-		if r.Node == victim {
-			t.Errorf("task %s is recorded as run on the killed node", r.ID)
-		}
 		for _, ru := range rec.of(ids[i]) {
 			if ru.Node == victim && ru.Err != nil {
 				lost++
