@@ -136,28 +136,18 @@ func (c *Client) Get(ctx context.Context, id string) (Task, error) {
 }
 
 // Wait long-polls until the task is terminal or timeout passes (0: until ctx ends) and
-// returns the last record seen.
+// returns the last record seen: when timeout passes first, the unfinished record and no
+// error; when ctx ends first, the last record and ctx's error.
 func (c *Client) Wait(ctx context.Context, id string, timeout time.Duration) (Task, error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	end := endOf(timeout)
 	var last Task
 	for {
-		poll := time.Minute
-		if dl, ok := ctx.Deadline(); ok {
-			poll = min(poll, time.Until(dl))
-		}
-		if poll <= 0 {
+		poll, ok := longPoll(ctx, end)
+		if !ok {
 			return last, nil
 		}
 		var t Task
-		err := c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id), waitQuery(poll), nil, &t)
-		if err != nil {
-			if ctx.Err() != nil && last.ID != "" && timeout > 0 {
-				return last, nil
-			}
+		if err := c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id), waitQuery(poll), nil, &t); err != nil {
 			return last, err
 		}
 		last = t
@@ -165,6 +155,36 @@ func (c *Client) Wait(ctx context.Context, id string, timeout time.Duration) (Ta
 			return t, nil
 		}
 	}
+}
+
+// endOf is when a wait of timeout from now ends; zero for no timeout.
+func endOf(timeout time.Duration) time.Time {
+	if timeout <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(timeout)
+}
+
+// longPoll is how long the next long poll may ask the node to wait: at most a minute,
+// no later than end (when set), and a little short of ctx's deadline so that the answer
+// arrives before ctx ends. ok is false once end has passed. The request itself runs
+// under ctx alone: a timeout bounds the node's wait, not the answer's trip back, so
+// the record the node answers with at the end of the wait is never lost to a race
+// with the deadline.
+func longPoll(ctx context.Context, end time.Time) (poll time.Duration, ok bool) {
+	poll = time.Minute
+	if !end.IsZero() {
+		left := time.Until(end)
+		if left <= 0 {
+			return 0, false
+		}
+		poll = min(poll, left)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		poll = min(poll, left-min(left/4, time.Second))
+	}
+	return poll, true
 }
 
 // Cancel cancels a task that has not finished and returns its record.
@@ -226,6 +246,7 @@ func waitQuery(d time.Duration) url.Values {
 }
 
 // do sends one API call, retrying on 429 and 503, and decodes the answer into out.
+// A Retry-After answer sets the next wait, including "0": retry at once.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -237,7 +258,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()
-	backoff := c.backoff
+	backoff := max(c.backoff, 0) // rand.N panics on a negative bound
 	for attempt := 0; ; attempt++ {
 		retryAfter, err := c.once(ctx, method, u.String(), body, out)
 		var apiErr *Error
@@ -246,7 +267,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 			return err
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if retryAfter > 0 {
+		if retryAfter >= 0 {
 			wait = retryAfter
 		}
 		backoff *= 2
@@ -260,6 +281,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 }
 
+// once sends one request. retryAfter is the error answer's Retry-After, -1 when it gave
+// none.
 func (c *Client) once(ctx context.Context, method, u string, body []byte, out any) (retryAfter time.Duration, err error) {
 	var rd io.Reader
 	if body != nil {
@@ -295,7 +318,8 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 			}
 		}
 		eb.Error.Status = resp.StatusCode
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		retryAfter = -1 // none given
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
 			retryAfter = time.Duration(s) * time.Second
 		}
 		return retryAfter, eb.Error
@@ -317,33 +341,26 @@ func (c *Client) Graph(ctx context.Context, id string) (Graph, error) {
 }
 
 // WaitGraph long-polls until every task of the graph is terminal or timeout passes (0:
-// until ctx ends), and returns the last record seen. withTasks asks for the tasks'
+// until ctx ends), and returns the last record seen, as Wait does. withTasks asks for the tasks'
 // records too. Each poll returns within a minute, so progress can be shown between
 // calls with a short timeout.
 func (c *Client) WaitGraph(ctx context.Context, id string, timeout time.Duration, withTasks bool) (Graph, error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	end := endOf(timeout)
 	var last Graph
 	for {
-		poll := time.Minute
-		if dl, ok := ctx.Deadline(); ok {
-			poll = min(poll, time.Until(dl))
-		}
-		if poll <= 0 {
+		poll, ok := longPoll(ctx, end)
+		if !ok {
 			return last, nil
 		}
 		q := waitQuery(poll)
+		if q == nil {
+			q = url.Values{}
+		}
 		if !withTasks {
 			q.Set("tasks", "false")
 		}
 		var g Graph
 		if err := c.do(ctx, http.MethodGet, "/v1/graphs/"+url.PathEscape(id), q, nil, &g); err != nil {
-			if ctx.Err() != nil && last.ID != "" && timeout > 0 {
-				return last, nil
-			}
 			return last, err
 		}
 		last = g

@@ -74,6 +74,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	default:
 		return nil, fmt.Errorf("bench: unknown workload %q (one of %v)", o.Workload, Workloads)
 	}
+	if (o.Workload == "chain" || o.Workload == "fanin") && o.Tasks == 1 {
+		// One task has no deps: no graph to wait for.
+		return nil, fmt.Errorf("bench: %s needs at least 2 tasks, to make a graph", o.Workload)
+	}
 	cl, stop, err := target(o)
 	if err != nil {
 		return nil, err

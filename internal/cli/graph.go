@@ -117,30 +117,33 @@ func runGraphStatus(ctx context.Context, e *env, args []string) error {
 }
 
 // followGraph shows a graph's progress (a bar on a terminal) until it is done or wait
-// passes, then prints it.
+// passes, then prints it. Without wait it prints the graph as it is.
 func followGraph(ctx context.Context, e *env, cl *client.Client, id string, wait time.Duration, output string) error {
-	deadline := time.Now().Add(wait)
-	g, err := cl.WaitGraph(ctx, id, 0, false)
-	if wait == 0 {
-		g, err = cl.Graph(ctx, id)
+	if wait > 0 {
+		deadline := time.Now().Add(wait)
+		on := isTerminal(e.stdout)
+		var bar *progress
+		for {
+			step := time.Until(deadline)
+			if on {
+				step = min(step, 250*time.Millisecond) // redraw the bar between polls
+			}
+			g, err := cl.WaitGraph(ctx, id, max(step, time.Millisecond), false)
+			if err != nil {
+				return err
+			}
+			if bar == nil {
+				bar = newProgress(e.stdout, total(g))
+			}
+			bar.set(finished(g), notSucceeded(g))
+			if graphDone(g) || !time.Now().Before(deadline) {
+				break
+			}
+		}
+		bar.finish()
 	}
+	g, err := cl.Graph(ctx, id)
 	if err != nil {
-		return err
-	}
-	bar := newProgress(e.stdout, total(g))
-	for wait > 0 && !graphDone(g) && time.Now().Before(deadline) {
-		bar.set(finished(g), notSucceeded(g))
-		step := min(250*time.Millisecond, time.Until(deadline))
-		if !bar.on {
-			step = time.Until(deadline) // nothing to draw: one long poll
-		}
-		if g, err = cl.WaitGraph(ctx, id, step, false); err != nil {
-			return err
-		}
-	}
-	bar.set(finished(g), notSucceeded(g))
-	bar.finish()
-	if g, err = cl.Graph(ctx, id); err != nil {
 		return err
 	}
 	if output == "json" {

@@ -120,8 +120,10 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 	}
 	var t client.Task
 	if wait > 0 {
+		// The node answers a submission's wait within a minute; Wait covers the rest
+		// of a longer one.
 		t, err = cl.SubmitAndWait(ctx, spec, min(wait, time.Minute))
-		if err == nil && !t.State.Terminal() {
+		if err == nil && !t.State.Terminal() && wait > time.Minute {
 			t, err = cl.Wait(ctx, t.ID, wait-time.Minute)
 		}
 	} else {
@@ -293,11 +295,9 @@ func runWait(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	// --timeout bounds the node's long polls rather than the requests, so that each
+	// task's last record arrives even when it is not finished.
+	end := time.Now().Add(timeout)
 	ids := fs.Args()
 	bar := newProgress(e.stdout, len(ids))
 	records := make([]client.Task, len(ids))
@@ -308,7 +308,11 @@ func runWait(ctx context.Context, e *env, args []string) error {
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			records[i], errs[i] = cl.Wait(ctx, id, 0)
+			var left time.Duration // 0: until the task is finished
+			if timeout > 0 {
+				left = max(time.Until(end), time.Millisecond) // at least one look
+			}
+			records[i], errs[i] = cl.Wait(ctx, id, left)
 			done <- i
 		}()
 	}
