@@ -684,8 +684,8 @@ func TestGraphCommands(t *testing.T) {
 			t.Fatalf("graph status of an unfinished graph: want exit 0 at once (took %v)\n%s", time.Since(start), r)
 		}
 		r = starling(t, nil, "graph", "status", "--addr", addr, "--wait=100ms", id)
-		if r.code != 0 || strings.Contains(r.stdout, "succeeded") {
-			t.Fatalf("graph status --wait=100ms of an unfinished graph: want exit 0 and no success\n%s", r)
+		if r.code != 1 || strings.Contains(r.stdout, "succeeded") || !strings.HasPrefix(r.stdout, "graph "+id+": running") {
+			t.Fatalf("graph status --wait=100ms of an unfinished graph: want it printed, and exit 1 as it did not succeed in time\n%s", r)
 		}
 		r = starling(t, nil, "graph", "cancel", "--addr", addr, id)
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "graph "+id+": cancelled") {

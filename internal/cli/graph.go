@@ -147,13 +147,16 @@ func followGraph(ctx context.Context, e *env, cl *client.Client, id string, wait
 		return err
 	}
 	if output == "json" {
-		return printJSON(e.stdout, g)
+		err = printJSON(e.stdout, g)
+	} else {
+		printGraph(e, g)
 	}
-	printGraph(e, g)
-	if graphDone(g) && g.State != client.Succeeded {
+	// Like submit --wait: exit 1 unless it succeeded, or, without --wait, once it
+	// ended otherwise.
+	if err == nil && ((wait > 0 || graphDone(g)) && g.State != client.Succeeded) {
 		return errSilent
 	}
-	return nil
+	return err
 }
 
 func graphDone(g client.Graph) bool { return g.State != client.Running && g.State != client.Pending }
