@@ -693,8 +693,8 @@ func TestGraphCommands(t *testing.T) {
 		}
 		r = starling(t, nil, "graph", "status", "--addr", addr, "-o", "json", id)
 		var g client.Graph
-		if err := json.Unmarshal([]byte(r.stdout), &g); err != nil || g.State != client.Cancelled || r.code != 0 {
-			t.Fatalf("graph status -o json after cancel: want the cancelled graph (%v)\n%s", err, r)
+		if err := json.Unmarshal([]byte(r.stdout), &g); err != nil || g.State != client.Cancelled || r.code != 1 {
+			t.Fatalf("graph status -o json after cancel: want the cancelled graph, exit 1 as it did not succeed (%v)\n%s", err, r)
 		}
 		r = starling(t, nil, "graph", "status", "--addr", addr, id)
 		if r.code != 1 {
