@@ -344,26 +344,29 @@ func (n *Node) finishRunLocked(r *run, result json.RawMessage, err error) {
 // attemptFailedLocked retries a failed attempt while the task has retries left, and
 // fails the task after that.
 func (n *Node) attemptFailedLocked(t *task, msg string, now time.Time) {
-	if t.attempt <= t.spec.Retries {
+	// Only application failures count against retries; runs lost with their node
+	// count against the node-loss budget instead.
+	t.failures++
+	if t.failures <= t.spec.Retries {
 		t.err = msg
 		n.retryLocked(t, now)
 		return
 	}
 	if t.spec.Retries > 0 {
-		msg = fmt.Sprintf("%s (attempt %d of %d)", msg, t.attempt, t.spec.Retries+1)
+		msg = fmt.Sprintf("%s (attempt %d of %d)", msg, t.failures, t.spec.Retries+1)
 	}
 	n.terminateLocked(t, api.Failed, msg, now)
 }
 
 // retryLocked schedules the next attempt after an exponential backoff with jitter.
 func (n *Node) retryLocked(t *task, now time.Time) {
-	d := n.cfg.RetryBase << min(t.attempt-1, 30)
+	d := n.cfg.RetryBase << min(t.failures-1, 30)
 	if d > n.cfg.RetryMax || d <= 0 {
 		d = n.cfg.RetryMax
 	}
 	d = d/2 + time.Duration(n.rng.Int64N(int64(d/2)+1)) // "equal jitter": half fixed, half random
 	t.retryAt = now.Add(d)
-	t.waiting = fmt.Sprintf("retrying after attempt %d of %d failed", t.attempt, t.spec.Retries+1)
+	t.waiting = fmt.Sprintf("retrying after attempt %d of %d failed", t.failures, t.spec.Retries+1)
 	n.metrics.retries.Inc()
 	t.epoch++ // fences any report of the failed attempt still on its way
 	n.setStateLocked(t, api.Queued, now)

@@ -30,6 +30,7 @@ type task struct {
 
 	state      api.State
 	attempt    int
+	failures   int // application failures, counted against spec.Retries
 	nodeLosses int
 	epoch      uint64
 	node       string
