@@ -279,3 +279,53 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() err
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// An owner that freezes (SIGSTOP: its sockets stay open, nothing answers) must not hang
+// the other nodes: once gossip declares it dead, a long poll forwarded to it ends with
+// "owner lost".
+func TestE2E_frozenOwner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs two agents")
+	}
+	bin := buildStarling(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a0 := startAgent(t, bin, "frozen-0", "")
+	a1 := startAgent(t, bin, "frozen-1", a0.gossip)
+	c0, c1 := a0.client(t), a1.client(t)
+	waitUntil(t, 30*time.Second, "two members alive", func() error {
+		c, err := c1.Cluster(ctx)
+		if err != nil {
+			return err
+		}
+		if len(c.Members) != 2 || c.Members[1].State != "alive" {
+			return fmt.Errorf("members %+v", c.Members)
+		}
+		return nil
+	})
+	// Occupy every slot of both agents so the long task stays with its owner.
+	var ids []string
+	for range 5 {
+		task, err := c0.Submit(ctx, client.Spec{Type: "sleep", Payload: []byte(`{"ms": 120000}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, task.ID)
+	}
+	queued := ids[len(ids)-1]
+	if err := a0.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a0.cmd.Process.Signal(syscall.SIGCONT) })
+	start := time.Now()
+	got, err := c1.Wait(ctx, queued, time.Minute)
+	if err != nil {
+		t.Fatalf("wait through the live node: %v", err)
+	}
+	if got.State != client.Failed || !strings.Contains(got.Error, "owner lost") {
+		t.Fatalf("got %s %q; want failed: owner lost", got.State, got.Error)
+	}
+	if took := time.Since(start); took > 45*time.Second {
+		t.Fatalf("the answer took %s; it should come once gossip declares the owner dead", took)
+	}
+}

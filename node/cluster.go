@@ -120,6 +120,8 @@ type peer struct {
 	loadSeen time.Time
 	gone     bool // dead or left: its tasks were re-queued, its records are lost
 	goneAt   time.Time
+	// lost is closed when the peer is declared gone: requests forwarded to it end.
+	lost chan struct{}
 	// final: it left or restarted, so this node id never comes back. A dead peer
 	// may: a partition heals, a paused process resumes.
 	final bool
@@ -252,7 +254,7 @@ func (n *Node) memberUp(m gossip.Member) {
 	}
 	p := c.peers[md.ID]
 	if p == nil {
-		p = &peer{}
+		p = &peer{lost: make(chan struct{})}
 		c.peers[md.ID] = p
 		n.log.Info("peer joined", slog.String("peer", m.Name), slog.String("id", md.ID), slog.String("http", md.HTTP))
 	}
@@ -272,7 +274,7 @@ func (n *Node) memberUp(m gossip.Member) {
 // node again from now on, and hears the reports this node kept for it.
 func (n *Node) peerBackLocked(id string, p *peer) {
 	c := n.cluster
-	p.gone, p.goneAt = false, time.Time{}
+	p.gone, p.goneAt, p.lost = false, time.Time{}, make(chan struct{})
 	n.log.Warn("peer back after being declared dead", slog.String("peer", p.name), slog.String("id", id))
 	c.thief.PeerAlive(steal.NodeID(id))
 	now := time.Now()
@@ -349,6 +351,7 @@ func (n *Node) peerGoneLocked(id, why string) {
 		return
 	}
 	p.gone, p.goneAt = true, time.Now()
+	close(p.lost)
 	if why != "" {
 		p.state = why
 	}
