@@ -41,7 +41,7 @@ func (a *agentFlags) register(fs interface {
 	fs.StringVar(&a.gossipKey, "gossip-key", "", "the cluster key (base64; make one with 'starling keygen'): encrypts gossip, authenticates peers")
 	fs.StringVar(&a.cluster.RPCAddr, "rpc", "", "peer RPC address (default: the --bind host on a free port; peers learn it by gossip)")
 	fs.StringVar(&a.profile, "gossip-profile", "lan", "failure detection timers: lan, local (faster) or fast (loopback tests: deaths noticed in under a second)")
-	fs.IntVar(&a.cluster.NodeLosses, "node-losses", a.cluster.NodeLosses, "how many executing nodes a task may lose before it fails with \"node lost\"")
+	fs.IntVar(&a.cluster.NodeLosses, "node-losses", a.cluster.NodeLosses, "how many executing nodes a task may lose before it fails with \"node lost\" (0: none)")
 	fs.StringVar(&a.cfg.HTTPAddr, "http", d.HTTPAddr, "address of the HTTP API (host:port)")
 	fs.StringVar(&a.cfg.Name, "name", "", "node name (default: host name and HTTP port)")
 	fs.StringVar(&a.cfg.Token, "token", "", "require this bearer token on the API (env STARLING_TOKEN)")
@@ -90,6 +90,9 @@ func (a *agentFlags) config(e *env) (node.Config, error) {
 			return cfg, usageErr("--gossip-key: %v", err)
 		}
 		cc.Gossip.SecretKey = key
+	}
+	if cc.NodeLosses == 0 {
+		cc.NodeLosses = -1 // the flag's 0 means none; the config's 0 means the default
 	}
 	cc.Gossip.Insecure = cfg.Insecure
 	switch a.profile {
