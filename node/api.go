@@ -340,7 +340,8 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
-	filterTask, filterType := r.URL.Query().Get("task"), r.URL.Query().Get("type")
+	q := r.URL.Query()
+	filterTask, filterType, filterGraph := q.Get("task"), q.Get("type"), q.Get("graph")
 	sub := n.events.subscribe()
 	if sub == nil {
 		writeError(w, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down"})
@@ -371,7 +372,8 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 				_ = rc.Flush()
 				return
 			}
-			if (filterTask != "" && e.Task != filterTask) || (filterType != "" && e.Type != filterType) {
+			if (filterTask != "" && e.Task != filterTask) || (filterType != "" && e.Type != filterType) ||
+				(filterGraph != "" && e.Graph != filterGraph) {
 				continue
 			}
 			b, _ := json.Marshal(e)

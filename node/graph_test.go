@@ -1,11 +1,13 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +221,47 @@ func TestGraph_depsOnExistingTasks(t *testing.T) {
 	want := fmt.Sprintf(`{%q:5,%q:"released"}`, done.ID, later.ID)
 	if x := byName(t, g, "x"); x.State != api.Succeeded || string(x.Result) != want {
 		t.Fatalf("x: %s %s %s; want the results of both deps by id: %s", x.State, x.Result, x.Error, want)
+	}
+}
+
+// The event stream can follow one graph: ?graph=ID, every event naming it.
+func TestGraph_events(t *testing.T) {
+	n := newTestNode(t, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	gate := newGate()
+	mustHandle(t, n, "gate", gate.handler)
+	s := submitGraph(t, n, `{"tasks": [{"name": "a", "type": "gate"}, {"name": "b", "type": "noop", "deps": ["a"]}]}`)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+"/v1/events?graph="+s.Graph, nil)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Scan() // the opening comment
+	submit(t, n, `{"type":"noop"}`) // not in the graph: filtered out
+	gate.open()
+	var seen []string
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var e api.Event
+		if err := json.Unmarshal([]byte(v), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Graph != s.Graph {
+			t.Fatalf("event %s of another graph", v)
+		}
+		seen = append(seen, e.Task+" "+string(e.State))
+		if e.Task == s.Names["b"] && e.State.Terminal() {
+			break
+		}
+	}
+	want := []string{s.Names["a"] + " succeeded", s.Names["b"] + " queued", s.Names["b"] + " running", s.Names["b"] + " succeeded"}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("events %v, want %v", seen, want)
 	}
 }

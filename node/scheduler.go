@@ -160,7 +160,11 @@ func (n *Node) setStateLocked(t *task, s api.State, now time.Time) {
 	}
 	t.state = s
 	n.counts[s]++
-	n.events.publish(api.Event{Task: t.id, Type: t.spec.Type, State: s, Attempt: t.attempt, Node: t.node, Error: t.err, Time: now})
+	e := api.Event{Task: t.id, Type: t.spec.Type, State: s, Attempt: t.attempt, Node: t.node, Error: t.err, Time: now}
+	if t.graph != nil {
+		e.Graph = t.graph.id
+	}
+	n.events.publish(e)
 }
 
 // enqueueLocked puts t in the ready queue.
