@@ -239,7 +239,7 @@ func TestGraph_events(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	sc.Scan() // the opening comment
+	sc.Scan()                       // the opening comment
 	submit(t, n, `{"type":"noop"}`) // not in the graph: filtered out
 	gate.open()
 	var seen []string
