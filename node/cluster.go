@@ -146,10 +146,23 @@ type cluster struct {
 	// reports gathers reports to owners (by owner id) for the report loop.
 	reports    map[string][]report
 	reportWake chan struct{}
-	done       chan struct{} // closed when the node leaves the cluster
+	// cancels are cancels sent to executors and not yet confirmed, by task id.
+	cancels map[string]*pendingCancel
+	done    chan struct{} // closed when the node leaves the cluster
 	// capability is what this node can run, for the thief.
 	capability steal.Capability
 }
+
+// pendingCancel is a cancel resent until the executor confirms it.
+type pendingCancel struct {
+	exec   string
+	epoch  uint64
+	sentAt time.Time
+	tries  int
+}
+
+// maxCancelTries bounds the resends of one cancel.
+const maxCancelTries = 30
 
 // outgoing is a final report waiting for its owner's acknowledgement.
 type outgoing struct {
@@ -177,7 +190,7 @@ func (n *Node) startCluster() error {
 	if len(c.cfg.Gossip.SecretKey) > 0 {
 		key = gossip.DeriveKey(c.cfg.Gossip.SecretKey, "starling peer rpc")
 	}
-	c.wire, err = wire.New(wire.Config[peerMsg]{
+	w, err := wire.New(wire.Config[peerMsg]{
 		ID: n.id, Key: key, Listener: ln, Dial: c.cfg.RPCDial,
 		Handle: n.handlePeer, Logger: n.log.With(slog.String("part", "rpc")),
 	})
@@ -189,16 +202,22 @@ func (n *Node) startCluster() error {
 	gc.Name = n.cfg.Name
 	gc.Logger = n.log.With(slog.String("part", "gossip"))
 	gc.Events = gossip.EventFuncs{Join: n.memberUp, Update: n.memberUp, Leave: n.memberGone, Failed: n.memberGone}
-	gc.Meta, err = msgpack.Marshal(n.metaLocked(c.wire.Addr()))
-	if err != nil {
-		c.wire.Close()
+	n.mu.Lock()
+	c.wire = w // before gossip starts: its events may send
+	md := n.metaLocked(w.Addr())
+	n.mu.Unlock()
+	if gc.Meta, err = msgpack.Marshal(md); err != nil {
+		w.Close()
 		return err
 	}
-	c.gossip, err = gossip.New(gc)
+	g, err := gossip.New(gc)
 	if err != nil {
-		c.wire.Close()
+		w.Close()
 		return fmt.Errorf("node: %w", err)
 	}
+	n.mu.Lock()
+	c.gossip = g
+	n.mu.Unlock()
 	n.goFunc(n.stealLoop)
 	n.goFunc(n.loadLoop)
 	n.goFunc(n.reportLoop)
@@ -406,7 +425,7 @@ func (n *Node) executorLostLocked(t *task, p *peer, now time.Time) {
 			p.name, p.meta.ID, p.state, t.nodeLosses, n.cluster.cfg.NodeLosses), now)
 		return
 	}
-	n.log.Info("re-queueing a task of a lost node", slog.String("task", t.id), slog.String("peer", p.name), slog.Int("losses", t.nodeLosses))
+	n.log.Debug("re-queueing a task of a lost node", slog.String("task", t.id), slog.String("peer", p.name), slog.Int("losses", t.nodeLosses))
 	n.enqueueLocked(t, now)
 }
 

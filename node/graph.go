@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/starlingsched/starling/dag"
@@ -19,10 +20,12 @@ import (
 
 // graphRun is a graph this node owns. Guarded by Node.mu.
 type graphRun struct {
-	id      string
-	g       *dag.Graph
-	tasks   []*task
-	names   map[string]string // name -> task id
+	id    string
+	g     *dag.Graph
+	tasks []*task
+	names map[string]string // name -> task id
+	ext   map[string]*task  // the tasks outside the graph it depends on, by id: held so
+	// that their results outlive their retention
 	created time.Time
 	stored  int           // tasks still in the store; the graph goes with the last
 	done    chan struct{} // closed when every task is terminal
@@ -41,7 +44,14 @@ func isGraph(specs []api.Spec) bool {
 // it is invalid.
 func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *graphRun, error) {
 	ds := make([]dag.Spec, len(specs))
+	keys := map[string]int{}
 	for i := range specs {
+		if k := specs[i].IdempotencyKey; k != "" {
+			if j, dup := keys[k]; dup {
+				return nil, nil, specErr(fmt.Sprintf("tasks[%d].idempotency_key", i), "%q is the key of tasks[%d] too; keys are unique", k, j)
+			}
+			keys[k] = i
+		}
 		if k := specs[i].IdempotencyKey; k != "" && n.store.withKey(k) != nil {
 			return nil, nil, &api.Error{Status: http.StatusConflict, Code: api.CodeConflict, Field: fmt.Sprintf("tasks[%d].idempotency_key", i),
 				Message: fmt.Sprintf("tasks[%d].idempotency_key: %q belongs to task %s already; a graph cannot take in an existing task that way (name it in deps instead)", i, k, n.store.withKey(k).id)}
@@ -76,7 +86,10 @@ func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *gra
 	}
 	n.seq++
 	gr := &graphRun{id: graphID(n.id, n.seq), g: g, tasks: make([]*task, len(specs)), names: map[string]string{},
-		created: now, stored: len(specs), done: make(chan struct{})}
+		ext: map[string]*task{}, created: now, stored: len(specs), done: make(chan struct{})}
+	for _, ref := range g.Externals() {
+		gr.ext[ref] = n.store.get(ref)
+	}
 	for i := range specs {
 		t := n.newTaskLocked(&specs[i], now)
 		t.graph, t.gidx = gr, i
@@ -90,12 +103,14 @@ func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *gra
 	n.graphs[gr.id] = gr
 	n.applyStepLocked(gr, g.Start(), now)
 	for _, ref := range g.Externals() {
-		ext := n.store.get(ref)
+		ext := gr.ext[ref]
 		if ext.state.Terminal() {
 			n.applyStepLocked(gr, g.CompleteExternal(ref, outcomeOf(ext.state)), now)
 			continue
 		}
-		n.watchers[ref] = append(n.watchers[ref], gr)
+		if !gr.g.Done() {
+			n.watchers[ref] = append(n.watchers[ref], gr)
+		}
 	}
 	return gr.tasks, gr, nil
 }
@@ -134,6 +149,7 @@ func (n *Node) applyStepLocked(gr *graphRun, s dag.Step, now time.Time) {
 		case <-gr.done:
 		default:
 			close(gr.done)
+			n.unwatchLocked(gr)
 		}
 	}
 }
@@ -151,7 +167,7 @@ func (n *Node) depResultsLocked(gr *graphRun, i int) map[string]json.RawMessage 
 		if d.Index >= 0 {
 			dt = gr.tasks[d.Index]
 		} else {
-			dt = n.store.get(d.Ref)
+			dt = gr.ext[d.Ref]
 		}
 		var r json.RawMessage
 		if dt != nil {
@@ -172,7 +188,7 @@ func (n *Node) upstreamReasonLocked(gr *graphRun, i int) string {
 		if d.Index >= 0 {
 			dt = gr.tasks[d.Index]
 		} else {
-			dt = n.store.get(d.Ref)
+			dt = gr.ext[d.Ref]
 		}
 		if dt != nil && dt.state.Terminal() && dt.state != api.Succeeded {
 			return fmt.Sprintf("dep %s (%s) ended %s", d.Ref, dt.id, dt.state)
@@ -191,6 +207,18 @@ func (n *Node) graphTaskEndedLocked(t *task, now time.Time) {
 		delete(n.watchers, t.id)
 		for _, gr := range ws {
 			n.applyStepLocked(gr, gr.g.CompleteExternal(t.id, outcomeOf(t.state)), now)
+		}
+	}
+}
+
+// unwatchLocked takes a finished graph off the watch lists of the tasks outside it.
+func (n *Node) unwatchLocked(gr *graphRun) {
+	for ref := range gr.ext {
+		ws := slices.DeleteFunc(n.watchers[ref], func(w *graphRun) bool { return w == gr })
+		if len(ws) == 0 {
+			delete(n.watchers, ref)
+		} else {
+			n.watchers[ref] = ws
 		}
 	}
 }
@@ -218,7 +246,9 @@ func (n *Node) CancelGraph(id string) (api.Graph, error) {
 		}
 	}
 	n.dispatchLocked()
-	return n.graphRecordLocked(gr, true), nil
+	rec := n.graphRecordLocked(gr, true)
+	n.trimLocked()
+	return rec, nil
 }
 
 func graphNotFound(id string) error {

@@ -117,7 +117,7 @@ func New(cfg Config) (*Node, error) {
 			cfg: cc, inc: uint64(time.Now().UnixNano()),
 			peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*task{},
 			outbox: map[string]*outgoing{}, wake: make(chan struct{}, 1), loadWake: make(chan struct{}, 1),
-			reports: map[string][]report{}, reportWake: make(chan struct{}, 1), done: make(chan struct{}),
+			reports: map[string][]report{}, reportWake: make(chan struct{}, 1), cancels: map[string]*pendingCancel{}, done: make(chan struct{}),
 		}
 		n.cluster.thief, err = steal.NewThief(steal.NodeID(n.id), n.cluster.inc, cc.Steal, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 		if err == nil {
@@ -165,7 +165,7 @@ func (n *Node) Handle(typ string, h Handler) error {
 	}
 	if c := n.cluster; c != nil {
 		c.capability = n.capabilityLocked()
-		if c.gossip != nil {
+		if c.gossip != nil && !n.stopping {
 			md := n.metaLocked(c.wire.Addr())
 			n.goFunc(func() {
 				if b, err := msgpack.Marshal(md); err == nil {
@@ -225,7 +225,7 @@ func (n *Node) Run(ctx context.Context, grace time.Duration) error {
 // answers for them). It is idempotent.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutOnce.Do(func() {
-		n.beginStop()
+		n.beginStop(true)
 		if err := n.srv.Shutdown(ctx); err != nil {
 			n.srv.Close()
 		}
@@ -244,10 +244,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return n.shutErr
 }
 
-// beginStop refuses new work and ends long polls and event streams.
-func (n *Node) beginStop() {
+// beginStop refuses new work and ends long polls and event streams; a graceful stop
+// also hands stolen tasks that have not started back to their owners.
+func (n *Node) beginStop(graceful bool) {
 	n.mu.Lock()
 	n.stopping = true
+	if graceful && n.cluster != nil && n.started {
+		// Stolen tasks that have not started go back to their owners now, rather than
+		// wait for this node's departure (and cost them a node loss).
+		n.returnQueuedLocked(time.Now())
+	}
 	n.mu.Unlock()
 	close(n.stopped)
 	n.events.close()
@@ -338,7 +344,7 @@ func (n *Node) janitor() {
 // and simulations (testcluster); programs use Shutdown.
 func (n *Node) Kill() {
 	n.shutOnce.Do(func() {
-		n.beginStop()
+		n.beginStop(false)
 		n.srv.Close()
 		n.stopRuns(ErrStopped)
 		if n.cluster != nil {

@@ -19,9 +19,11 @@ type peerMsg struct {
 	Reply   *steal.Reply        `msgpack:"p,omitempty"`
 	Release *steal.Release      `msgpack:"l,omitempty"`
 	Reports []report            `msgpack:"r,omitempty"`
-	Acks    []string            `msgpack:"a,omitempty"` // final reports the owner has recorded
+	Acks    []ack               `msgpack:"a,omitempty"` // final reports the owner has recorded
 	Cancel  []cancelMsg         `msgpack:"c,omitempty"`
-	Load    *load               `msgpack:"o,omitempty"` // the sender's load, pushed when work arrives
+	// CancelAcks confirm cancels, whether the run was there or not.
+	CancelAcks []ack `msgpack:"k,omitempty"`
+	Load       *load `msgpack:"o,omitempty"` // the sender's load, pushed when work arrives
 }
 
 // grantMsg is a steal grant with what the thief needs to run the tasks.
@@ -32,7 +34,10 @@ type grantMsg struct {
 
 // grantedRun is a task as a thief receives it.
 type grantedRun struct {
-	ID      string                     `msgpack:"i"`
+	ID string `msgpack:"i"`
+	// Void marks a task the owner no longer has for this grant (finished, cancelled,
+	// moved on or expired since the grant was first sent): the thief must not run it.
+	Void    bool                       `msgpack:"v,omitempty"`
 	Spec    api.Spec                   `msgpack:"s"`
 	Attempt int                        `msgpack:"a"` // attempts started before this one
 	Deps    map[string]json.RawMessage `msgpack:"d,omitempty"`
@@ -51,6 +56,15 @@ type report struct {
 	// Lost means the run ended because its node is shutting down, not because the
 	// task failed: the owner runs it again elsewhere.
 	Lost bool `msgpack:"l,omitempty"`
+	// Returned means the task never started here (the node is stopping): the owner
+	// queues it again without counting a node loss.
+	Returned bool `msgpack:"b,omitempty"`
+}
+
+// ack names a report or a cancel by task and epoch.
+type ack struct {
+	ID    string `msgpack:"i"`
+	Epoch uint64 `msgpack:"e"`
 }
 
 // cancelMsg asks an executor to stop a run.
@@ -82,19 +96,19 @@ func (n *Node) handlePeer(from string, m *peerMsg) {
 		c.thief.OnRelease(*m.Release)
 	}
 	if len(m.Reports) > 0 {
-		var acks []string
+		var acks []ack
 		for i := range m.Reports {
 			if n.onReportLocked(from, &m.Reports[i], now) {
-				acks = append(acks, m.Reports[i].ID)
+				acks = append(acks, ack{m.Reports[i].ID, m.Reports[i].Epoch})
 			}
 		}
 		if len(acks) > 0 {
 			n.sendLocked(from, &peerMsg{Acks: acks})
 		}
 	}
-	for _, id := range m.Acks {
-		if o := c.outbox[id]; o != nil && o.owner == from {
-			delete(c.outbox, id)
+	for _, a := range m.Acks {
+		if o := c.outbox[a.ID]; o != nil && o.owner == from && o.report.Epoch == a.Epoch {
+			delete(c.outbox, a.ID)
 		}
 	}
 	if m.Load != nil {
@@ -102,12 +116,23 @@ func (n *Node) handlePeer(from string, m *peerMsg) {
 			p.load, p.loadSeen = m.Load, now
 		}
 	}
-	for _, cm := range m.Cancel {
-		if t := c.foreign[cm.ID]; t != nil && t.epoch == cm.Epoch && string(t.owner) == from {
-			n.dropForeignLocked(cm.ID, t)
+	if len(m.Cancel) > 0 {
+		acks := make([]ack, 0, len(m.Cancel))
+		for _, cm := range m.Cancel {
+			if t := c.foreign[cm.ID]; t != nil && t.epoch <= cm.Epoch && string(t.owner) == from {
+				n.dropForeignLocked(cm.ID, t)
+			}
+			acks = append(acks, ack(cm))
+		}
+		n.sendLocked(from, &peerMsg{CancelAcks: acks})
+	}
+	for _, a := range m.CancelAcks {
+		if pc := c.cancels[a.ID]; pc != nil && pc.exec == from && pc.epoch == a.Epoch {
+			delete(c.cancels, a.ID)
 		}
 	}
 	n.dispatchLocked()
+	n.trimLocked()
 }
 
 // onStealRequestLocked answers a thief: a grant of queued tasks it can serve, or empty.
@@ -193,10 +218,10 @@ func (n *Node) sendGrantLocked(g steal.Grant) {
 	gm := &grantMsg{Grant: g, Tasks: make([]grantedRun, 0, len(g.Tasks))}
 	for _, gt := range g.Tasks {
 		t := n.store.get(gt.ID)
-		if t == nil {
-			// Expired meanwhile: the thief gets an empty spec and fails it, and the
-			// owner ignores the report.
-			gm.Tasks = append(gm.Tasks, grantedRun{ID: gt.ID})
+		if t == nil || t.state.Terminal() || t.epoch != gt.Epoch {
+			// A resend for a task that moved on meanwhile: the thief acknowledges the
+			// grant but does not run it.
+			gm.Tasks = append(gm.Tasks, grantedRun{ID: gt.ID, Void: true})
 			continue
 		}
 		gm.Tasks = append(gm.Tasks, grantedRun{ID: t.id, Spec: t.spec, Attempt: t.attempt, Deps: t.deps})
@@ -214,7 +239,23 @@ func (n *Node) onGrantLocked(gm *grantMsg, now time.Time) {
 	}
 	for _, gt := range accepted {
 		g := specs[gt.ID]
-		if g == nil || c.foreign[gt.ID] != nil {
+		if g == nil || g.Void {
+			continue
+		}
+		if old := c.foreign[gt.ID]; old != nil {
+			// Granted again while a copy from an earlier grant is still here (this
+			// node was taken for dead and back): that copy carries on under the new
+			// epoch, so its result counts.
+			if old.owner == gm.Grant.Victim && gt.Epoch > old.epoch {
+				old.epoch = gt.Epoch
+				if old.state == api.Running {
+					n.reportRunningLocked(old, now)
+				}
+			}
+			continue
+		}
+		if n.stopping {
+			n.returnLocked(g.ID, gt.Epoch, string(gm.Grant.Victim), now)
 			continue
 		}
 		t := &task{
@@ -275,6 +316,10 @@ func (n *Node) onReportLocked(from string, r *report, now time.Time) bool {
 	t.attempt = max(t.attempt, r.Attempt)
 	t.node = r.Node
 	switch {
+	case r.Returned:
+		t.exec, t.node = "", ""
+		t.epoch++
+		n.enqueueLocked(t, now)
 	case r.State == api.Running:
 		t.started = r.At
 		t.waiting = ""

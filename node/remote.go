@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -78,6 +79,24 @@ func (n *Node) flushReportsLocked() {
 	}
 }
 
+// returnLocked gives a task back to its owner without running it (this node stops).
+func (n *Node) returnLocked(id string, epoch uint64, owner string, now time.Time) {
+	rep := report{ID: id, Epoch: epoch, State: api.Failed, Node: n.cfg.Name, At: now, Returned: true,
+		Error: "returned: " + n.cfg.Name + " is stopping"}
+	n.cluster.outbox[id] = &outgoing{owner: owner, report: rep, sentAt: now}
+	n.queueReportLocked(owner, rep)
+}
+
+// returnQueuedLocked gives every foreign task that has not started back to its owner.
+func (n *Node) returnQueuedLocked(now time.Time) {
+	for id, t := range n.cluster.foreign {
+		if t.heapIdx >= 0 {
+			n.dropForeignLocked(id, t)
+			n.returnLocked(id, t.epoch, string(t.owner), now)
+		}
+	}
+}
+
 // dropForeignLocked forgets a foreign task: out of the queue, its run cancelled.
 func (n *Node) dropForeignLocked(id string, t *task) {
 	delete(n.cluster.foreign, id)
@@ -114,6 +133,20 @@ func (n *Node) stealTickLocked(now time.Time) {
 	}
 	for _, g := range c.victim.Tick(now) {
 		n.sendGrantLocked(g)
+	}
+	for id, pc := range c.cancels {
+		if p, ok := n.peerLocked(pc.exec); !ok || pc.tries >= maxCancelTries {
+			if ok {
+				n.log.Warn("a cancel got no answer; giving up on it", slog.String("task", id), slog.String("node", p.name))
+			}
+			delete(c.cancels, id)
+			continue
+		}
+		if now.Sub(pc.sentAt) >= c.cfg.ReportResend {
+			pc.sentAt = now
+			pc.tries++
+			n.sendLocked(pc.exec, &peerMsg{Cancel: []cancelMsg{{ID: id, Epoch: pc.epoch}}})
+		}
 	}
 	for k, o := range c.outbox {
 		if n.abandonedLocked(o, now) {

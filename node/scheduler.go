@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +108,7 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, *graphRun, error) 
 		default:
 		}
 	}
+	n.trimLocked()
 	return out, gr, nil
 }
 
@@ -230,7 +233,8 @@ func (n *Node) startLocked(t *task) *run {
 	return &run{
 		t: t, ctx: ctx, cancel: cancel, epoch: t.epoch,
 		handler: n.handlers[t.spec.Type],
-		in:      Input{ID: t.id, Attempt: t.attempt, Type: t.spec.Type, Payload: t.spec.Payload, Deps: t.deps},
+		// The handler gets copies: what it does to them cannot reach the record.
+		in: Input{ID: t.id, Attempt: t.attempt, Type: t.spec.Type, Payload: slices.Clone(t.spec.Payload), Deps: maps.Clone(t.deps)},
 	}
 }
 
@@ -253,6 +257,7 @@ func (n *Node) worker(r *run) {
 		// The run gave back its resources: tasks that waited for them may now fit
 		// the other idle slots, not just this one.
 		n.dispatchLocked()
+		n.trimLocked()
 		n.mu.Unlock()
 	}
 }
@@ -405,9 +410,9 @@ func (n *Node) terminateLocked(t *task, s api.State, msg string, now time.Time) 
 	n.metrics.finished.WithLabelValues(string(s)).Inc()
 	close(t.done)
 	n.graphTaskEndedLocked(t, now)
-	if n.store.retained() > n.cfg.MaxRecords {
-		n.expireLocked(now)
-	}
+	// Retention over MaxRecords is applied by trimLocked once the operation that ended
+	// t is done: dropping records in the middle of it would pull tasks from under
+	// the graph code.
 }
 
 // Cancel cancels a task that has not finished: a queued one never runs, a running one
@@ -424,7 +429,9 @@ func (n *Node) Cancel(id string) (api.Task, error) {
 			Message: fmt.Sprintf("task %s already %s", id, t.state)}
 	}
 	n.cancelLocked(t, "cancelled by request", time.Now())
-	return n.recordLocked(t), nil
+	rec := n.recordLocked(t)
+	n.trimLocked()
+	return rec, nil
 }
 
 func (n *Node) cancelLocked(t *task, why string, now time.Time) {
@@ -432,7 +439,9 @@ func (n *Node) cancelLocked(t *task, why string, now time.Time) {
 		t.cancelRun()
 	}
 	if t.exec != "" {
-		// Granted to or running on another node: stop it there.
+		// Granted to or running on another node: stop it there, resending until the
+		// node confirms.
+		n.cluster.cancels[t.id] = &pendingCancel{exec: t.exec, epoch: t.epoch, sentAt: now}
 		n.sendLocked(t.exec, &peerMsg{Cancel: []cancelMsg{{ID: t.id, Epoch: t.epoch}}})
 		t.exec = ""
 	}

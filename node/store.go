@@ -56,6 +56,14 @@ func (n *Node) expireLocked(now time.Time) {
 	})
 }
 
+// trimLocked drops the oldest finished records past MaxRecords. Operations that finish
+// tasks call it when they are done.
+func (n *Node) trimLocked() {
+	if n.store.retained() > n.cfg.MaxRecords {
+		n.expireLocked(time.Now())
+	}
+}
+
 // ListOptions filter a listing.
 type ListOptions struct {
 	States []api.State // any of these; all when empty
