@@ -78,3 +78,75 @@ func TestFaults_nodeLossDoesNotUseRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A thief that stops gracefully hands back the stolen tasks it has not started, and
+// finishes the one it runs: no task loses a node (with no node loss allowed at all).
+func TestFaults_gracefulThiefReturnsWhatItHolds(t *testing.T) {
+	var mu sync.Mutex
+	ranOn := map[string][]string{}
+	work := func(name string) node.Handler {
+		return func(ctx context.Context, in *node.Input) (any, error) {
+			mu.Lock()
+			ranOn[in.ID] = append(ranOn[in.ID], name)
+			mu.Unlock()
+			select {
+			case <-time.After(300 * time.Millisecond):
+				return name, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	c := testcluster.Start(t, testcluster.Options{Nodes: 2, Slots: 1,
+		Configure: func(_ int, cfg *node.Config) { cfg.Cluster.NodeLosses = -1 },
+		NodeHandlers: func(_ int, name string) map[string]node.Handler {
+			return map[string]node.Handler{"work": work(name)}
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	specs := make([]client.Spec, 6)
+	for i := range specs {
+		specs[i] = client.Spec{Type: "work"}
+	}
+	ids, err := c.Submit(ctx, 0, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until node-1 runs one and holds more it has not started.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := c.Client(0).List(ctx, client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running, held := 0, 0
+		for _, r := range l.Tasks {
+			if r.Node == "node-1" && r.State == client.Running {
+				running++
+			}
+			if r.Node == "node-1" && r.State == client.Queued {
+				held++
+			}
+		}
+		if running == 1 && held > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-1 never ran one task while holding more: %+v", l.Tasks)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.Stop(1)
+	recs, err := c.Await(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range recs {
+		if r.State != client.Succeeded || r.NodeLosses != 0 || len(ranOn[r.ID]) != 1 {
+			t.Fatalf("task %s: %s (%s) node_losses %d, ran on %v; want succeeded once, no node lost",
+				r.ID, r.State, r.Error, r.NodeLosses, ranOn[r.ID])
+		}
+	}
+}
