@@ -376,3 +376,15 @@ func (c *Client) CancelGraph(ctx context.Context, id string) (Graph, error) {
 	err := c.do(ctx, http.MethodDelete, "/v1/graphs/"+url.PathEscape(id), nil, nil, &g)
 	return g, err
 }
+
+// Drain takes the node out of service: it refuses new work, finishes what it owns
+// (peers steal its queue) and then stops, after timeout at the latest.
+func (c *Client) Drain(ctx context.Context, timeout time.Duration) (Drain, error) {
+	var d Drain
+	q := url.Values{}
+	if timeout > 0 {
+		q.Set("timeout", timeout.String())
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/node/drain", q, nil, &d)
+	return d, err
+}

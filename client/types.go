@@ -11,11 +11,13 @@ type (
 	Submitted = api.Submitted
 	TaskList  = api.TaskList
 	Graph     = api.Graph
-	Cluster   = api.Cluster
-	Member    = api.Member
-	Load      = api.Load
-	Event     = api.Event
-	Duration  = api.Duration
+	// Drain answers a drain request.
+	Drain    = api.Drain
+	Cluster  = api.Cluster
+	Member   = api.Member
+	Load     = api.Load
+	Event    = api.Event
+	Duration = api.Duration
 	// Error is an error answer of the API: Status, a stable Code, a Message and, for
 	// a bad spec, the Field at fault.
 	Error = api.Error

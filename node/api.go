@@ -36,6 +36,7 @@ func (n *Node) routes() http.Handler {
 		http.MethodGet:    n.handleGraph,
 		http.MethodDelete: n.handleCancelGraph,
 	}))
+	mux.HandleFunc("/v1/node/drain", n.methods(map[string]http.HandlerFunc{http.MethodPost: n.handleDrain}))
 	mux.HandleFunc("/v1/events", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleEvents}))
 	mux.HandleFunc("/v1/cluster", n.methods(map[string]http.HandlerFunc{http.MethodGet: n.handleCluster}))
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -439,10 +440,14 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 	n.mu.Lock()
-	stopping := n.stopping
+	stopping, draining := n.stopping, n.draining
 	n.mu.Unlock()
-	if stopping {
-		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Node: n.cfg.Name, Reason: "shutting down"})
+	if stopping || draining {
+		reason := "shutting down"
+		if !stopping {
+			reason = "draining"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Node: n.cfg.Name, Reason: reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Health{Status: "ready", Node: n.cfg.Name})

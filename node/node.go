@@ -42,6 +42,7 @@ type Node struct {
 	live       int // tasks not terminal
 	counts     map[api.State]int
 	stopping   bool
+	draining   bool
 	rng        *rand.Rand
 
 	events  *hub
@@ -56,6 +57,7 @@ type Node struct {
 	runCtx   context.Context // parent of every handler run
 	stopRuns context.CancelCauseFunc
 	stopped  chan struct{} // closed when Shutdown begins: long polls return
+	done     chan struct{} // closed when the node has stopped
 	wg       sync.WaitGroup
 	started  bool
 	shutOnce sync.Once
@@ -95,6 +97,7 @@ func New(cfg Config) (*Node, error) {
 		events:     newHub(),
 		ln:         ln,
 		stopped:    make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	n.log = n.log.With(slog.String("node", cfg.Name))
 	if cfg.AllowExec {
@@ -236,6 +239,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.stopCluster(ctx, true)
 		}
 		n.endStop()
+		close(n.done)
 		n.log.Info("node stopped")
 		if ctx.Err() != nil {
 			n.shutErr = fmt.Errorf("node: shutdown: running tasks cancelled: %w", ctx.Err())
@@ -353,6 +357,7 @@ func (n *Node) Kill() {
 			cancel()
 		}
 		n.endStop()
+		close(n.done)
 		n.log.Info("node killed")
 	})
 }

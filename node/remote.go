@@ -158,8 +158,8 @@ func (n *Node) stealTickLocked(now time.Time) {
 			n.queueReportLocked(o.owner, o.report)
 		}
 	}
-	if n.stopping {
-		return
+	if n.stopping || n.draining {
+		return // a node on its way out takes no more work
 	}
 	local := steal.Local{FreeSlots: n.cfg.Slots - n.busy, QueueLen: n.runnableLocked(), Cap: c.capability}
 	if local.FreeSlots <= 0 || local.QueueLen > 0 {

@@ -58,8 +58,8 @@ func (n *Node) submit(specs []api.Spec, batch bool) ([]*task, *graphRun, error) 
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.stopping {
-		return nil, nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is shutting down; submit to another node"}
+	if n.stopping || n.draining {
+		return nil, nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is draining or shutting down; submit to another node"}
 	}
 	fresh := 0
 	for i := range specs {

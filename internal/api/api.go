@@ -88,3 +88,11 @@ type Health struct {
 	Node   string `json:"node"`
 	Reason string `json:"reason,omitempty"`
 }
+
+// Drain answers POST /v1/node/drain.
+type Drain struct {
+	Status string `json:"status"`
+	Node   string `json:"node"`
+	// Unfinished counts the node's tasks not yet finished when the drain began.
+	Unfinished int `json:"unfinished"`
+}

@@ -137,7 +137,12 @@ func runAgent(ctx context.Context, e *env, args []string) error {
 		version(), n.Name(), n.HTTPAddr(), cfg.Slots, self.Gossip, self.RPC)
 	fmt.Fprintf(e.stderr, "submit with: starling submit --addr %s --wait echo '\"hello\"'\n", n.HTTPAddr())
 	fmt.Fprintf(e.stderr, "join another agent with: starling agent --join %s --bind 127.0.0.1:PORT --http 127.0.0.1:PORT\n", self.Gossip)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Done(): // drained (POST /v1/node/drain, starling drain)
+		fmt.Fprintf(e.stderr, "starling agent: node %s drained and stopped\n", n.Name())
+		return nil
+	}
 	cfg.Logger.Info("stopping", slog.Duration("grace", a.grace))
 	sctx, cancel := context.WithTimeout(context.Background(), a.grace)
 	defer cancel()

@@ -74,6 +74,7 @@ func commands() []command {
 		{"members", "list the cluster's members", runMembers},
 		{"dev", "run a local cluster of several nodes in this process", runDev},
 		{"keygen", "print a new cluster key for --gossip-key", runKeygen},
+		{"drain", "take a node out of service: it stops taking work, finishes what it owns, leaves", runDrain},
 		{"bench", "run a benchmark workload and print JSON", runBench},
 		{"version", "print the version", runVersion},
 	}

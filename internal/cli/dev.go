@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
 
+	"github.com/starlingsched/starling/client"
 	"github.com/starlingsched/starling/gossip"
 	"github.com/starlingsched/starling/node"
 	"github.com/starlingsched/starling/testcluster"
@@ -95,4 +97,46 @@ func freeOrZero(port int) string {
 	}
 	ln.Close()
 	return addr
+}
+
+func runDrain(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "drain", "drain [--addr A] [--timeout D] [--wait]")
+	var cf clientFlags
+	cf.register(fs)
+	var timeout time.Duration
+	var wait bool
+	fs.DurationVar(&timeout, "timeout", time.Hour, "stop the node after this long even with tasks unfinished")
+	fs.BoolVar(&wait, "wait", false, "wait until the node has stopped")
+	if err := parse(e, fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments: %v", fs.Args())
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return err
+	}
+	d, err := cl.Drain(ctx, timeout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "node %s is draining: %d of its tasks unfinished\n", d.Node, d.Unfinished)
+	if !wait {
+		return nil
+	}
+	for {
+		if err := cl.Ready(ctx); err != nil {
+			var ae *client.Error
+			if !errors.As(err, &ae) { // no answer at all: the node is gone
+				fmt.Fprintf(e.stdout, "node %s stopped\n", d.Node)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
