@@ -61,7 +61,7 @@ func FastClusterConfig() *ClusterConfig {
 		Gossip:        gossip.FastConfig(""),
 		Steal:         steal.LocalConfig(),
 		NodeLosses:    3,
-		StealInterval: 5 * time.Millisecond,
+		StealInterval: 20 * time.Millisecond,
 		LoadInterval:  20 * time.Millisecond,
 		ReportResend:  200 * time.Millisecond,
 	}
@@ -146,6 +146,9 @@ type cluster struct {
 	// reports gathers reports to owners (by owner id) for the report loop.
 	reports    map[string][]report
 	reportWake chan struct{}
+	// avgRun is a moving average of how long stolen runs take here: a thief of
+	// short runs asks ahead (see prefetchBelow).
+	avgRun time.Duration
 	// cancels are cancels sent to executors and not yet confirmed, by task id.
 	cancels map[string]*pendingCancel
 	done    chan struct{} // closed when the node leaves the cluster
@@ -160,6 +163,11 @@ type pendingCancel struct {
 	sentAt time.Time
 	tries  int
 }
+
+// prefetchBelow: a thief whose stolen runs take less than this on average steals the
+// next batch while its slots are still busy. Longer runs leave time to steal once a
+// slot frees, and holding them in reserve would keep them from idle peers.
+const prefetchBelow = 5 * time.Millisecond
 
 // maxCancelTries bounds the resends of one cancel.
 const maxCancelTries = 30

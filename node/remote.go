@@ -32,6 +32,11 @@ func (n *Node) finishForeignLocked(r *run, result json.RawMessage, err error) {
 		return // cancelled by its owner, or the owner is gone
 	}
 	delete(c.foreign, t.id)
+	if ran := time.Since(t.started); c.avgRun == 0 {
+		c.avgRun = ran
+	} else {
+		c.avgRun = (7*c.avgRun + ran) / 8
+	}
 	rep := report{ID: t.id, Epoch: t.epoch, Attempt: t.attempt, State: api.Succeeded, Node: n.cfg.Name, At: time.Now(), Result: result}
 	if err != nil {
 		rep.State = api.Failed
@@ -162,6 +167,12 @@ func (n *Node) stealTickLocked(now time.Time) {
 		return // a node on its way out takes no more work
 	}
 	local := steal.Local{FreeSlots: n.cfg.Slots - n.busy, QueueLen: n.runnableLocked(), Cap: c.capability}
+	if local.FreeSlots <= 0 && local.QueueLen == 0 && c.avgRun > 0 && c.avgRun < prefetchBelow {
+		// Every slot is busy with short stolen runs and nothing waits behind them:
+		// ask ahead for one slot's worth, so the next batch arrives before a slot
+		// idles for a steal's round trip.
+		local.FreeSlots = 1
+	}
 	if local.FreeSlots <= 0 || local.QueueLen > 0 {
 		return
 	}

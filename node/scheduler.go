@@ -229,6 +229,9 @@ func (n *Node) startLocked(t *task) *run {
 	n.setStateLocked(t, api.Running, now)
 	if t.foreign {
 		n.reportRunningLocked(t, now)
+		if n.q.len == 0 {
+			n.kick() // its last stolen task started: a thief of short runs asks ahead
+		}
 	}
 	return &run{
 		t: t, ctx: ctx, cancel: cancel, epoch: t.epoch,

@@ -75,10 +75,19 @@ func fanin(ctx context.Context, cl *client.Client, o Options) (Result, []client.
 		return nil, nil, err
 	}
 	root := recs[len(recs)-1]
+	var leafRun time.Duration
+	for _, t := range recs[:leaves] {
+		if t.StartedAt != nil && t.FinishedAt != nil {
+			leafRun += t.FinishedAt.Sub(*t.StartedAt)
+		}
+	}
 	ok := string(root.Result) == fmt.Sprint(want)
 	slots := o.Nodes * or(o.Slots, 1)
 	r := Result{"tasks": len(specs), "leaves": leaves, "wall_s": wall.Seconds(), "sum_ok": ok,
-		"ideal_s": float64(leaves) * 0.001 / float64(slots)}
+		"ideal_s": float64(leaves) * 0.001 / float64(slots),
+		// How long a leaf really ran, as its owner saw it (timer overshoot, the report's
+		// trip back from a thief).
+		"mean_leaf_ms": leafRun.Seconds() * 1000 / float64(leaves)}
 	fmt.Fprintf(o.Summary, "fanin: %d 1ms leaves, a sum tree of fan-in %d on %d slots: %.3f s (ideal %.3f s), sum ok: %v\n",
 		leaves, fan, slots, wall.Seconds(), r["ideal_s"], ok)
 	if !ok {
