@@ -57,6 +57,33 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if n.cluster != nil {
+		counter := func(name, help string, f func() float64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, locked(f))
+		}
+		c := n.cluster
+		m.reg.MustRegister(
+			counter("starling_steal_requests_total", "Steal requests this node sent as a thief.",
+				func() float64 { return float64(c.thief.Stats().Requests) }),
+			counter("starling_stolen_tasks_total", "Tasks this node took from peers.",
+				func() float64 { return float64(c.thief.Stats().Tasks) }),
+			counter("starling_granted_tasks_total", "Tasks peers took from this node.",
+				func() float64 { return float64(c.victim.Stats().Tasks) }),
+			counter("starling_steal_empty_total", "Steal requests answered with nothing to take.",
+				func() float64 { return float64(c.thief.Stats().Empties) }),
+			gauge("starling_peers_alive", "Peers this node sees alive.", locked(func() float64 {
+				k := 0
+				for _, p := range c.peers {
+					if !p.gone {
+						k++
+					}
+				}
+				return float64(k)
+			})),
+			gauge("starling_tasks_foreign", "Tasks of other nodes queued or running here.",
+				locked(func() float64 { return float64(len(c.foreign)) })),
+		)
+	}
 	for _, s := range api.States {
 		if s.Terminal() {
 			m.finished.WithLabelValues(string(s))

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +125,45 @@ func TestCluster_loadTravels(t *testing.T) {
 		}
 		return fmt.Errorf("node 1 not listed")
 	})
+}
+
+func TestCluster_stealMetrics(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 2, Slots: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	specs := make([]client.Spec, 20)
+	for i := range specs {
+		specs[i] = sleepSpec(10)
+	}
+	ids, err := c.Submit(ctx, 0, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Await(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+	metric := func(i int, name string) string {
+		resp, err := http.Get(c.Node(i).URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		t.Fatalf("node %d has no metric %s", i, name)
+		return ""
+	}
+	if v := metric(1, "starling_stolen_tasks_total"); v == "0" {
+		t.Fatal("node 1 stole nothing, or the metric does not count it")
+	}
+	if a, b := metric(0, "starling_granted_tasks_total"), metric(1, "starling_stolen_tasks_total"); a != b {
+		t.Fatalf("node 0 granted %s tasks, node 1 stole %s", a, b)
+	}
+	if v := metric(0, "starling_peers_alive"); v != "1" {
+		t.Fatalf("starling_peers_alive = %s, want 1", v)
+	}
 }
