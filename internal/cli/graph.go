@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/starlingsched/starling/client"
 )
 
@@ -53,15 +55,19 @@ func readGraph(path string) ([]client.Spec, error) {
 	return specs, nil
 }
 
+// graphFlags registers --wait and -o for the graph commands.
+func graphFlags(fs *pflag.FlagSet, waitHelp string) (*time.Duration, *string) {
+	wait := fs.Duration("wait", 0, waitHelp)
+	fs.Lookup("wait").NoOptDefVal = "24h"
+	output := fs.StringP("output", "o", "text", "text or json")
+	return wait, output
+}
+
 func runGraphSubmit(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "graph submit", "graph submit FILE [flags]")
 	var cf clientFlags
 	cf.register(fs)
-	var wait time.Duration
-	var output string
-	fs.DurationVar(&wait, "wait", 0, "wait up to this long for the graph to finish and print its results")
-	fs.Lookup("wait").NoOptDefVal = "24h"
-	fs.StringVarP(&output, "output", "o", "text", "text or json")
+	wait, output := graphFlags(fs, "wait up to this long for the graph to finish and print its results")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -83,26 +89,22 @@ func runGraphSubmit(ctx context.Context, e *env, args []string) error {
 	if s.Graph == "" {
 		return fmt.Errorf("the batch has no deps, so it is no graph; its tasks are %v", s.IDs)
 	}
-	if wait == 0 {
-		if output == "json" {
+	if *wait == 0 {
+		if *output == "json" {
 			return printJSON(e.stdout, s)
 		}
 		fmt.Fprintln(e.stdout, s.Graph)
 		return nil
 	}
 	fmt.Fprintf(e.stderr, "graph %s: %d tasks\n", s.Graph, len(s.IDs))
-	return followGraph(ctx, e, cl, s.Graph, wait, output)
+	return followGraph(ctx, e, cl, s.Graph, *wait, *output)
 }
 
 func runGraphStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "graph status", "graph status ID [flags]")
 	var cf clientFlags
 	cf.register(fs)
-	var wait time.Duration
-	var output string
-	fs.DurationVar(&wait, "wait", 0, "wait up to this long for the graph to finish")
-	fs.Lookup("wait").NoOptDefVal = "24h"
-	fs.StringVarP(&output, "output", "o", "text", "text or json")
+	wait, output := graphFlags(fs, "wait up to this long for the graph to finish")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -113,7 +115,7 @@ func runGraphStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return followGraph(ctx, e, cl, fs.Arg(0), wait, output)
+	return followGraph(ctx, e, cl, fs.Arg(0), *wait, *output)
 }
 
 // followGraph shows a graph's progress (a bar on a terminal) until it is done or wait
