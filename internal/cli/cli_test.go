@@ -646,6 +646,30 @@ func TestGraphCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("yaml", func(t *testing.T) {
+		f := write("sum.yaml", `tasks:
+  - name: a
+    type: sum
+    payload: [1, 2]
+  - name: total
+    type: sum
+    payload: 10
+    deps: [a]
+`)
+		r := starling(t, nil, "graph", "submit", "--addr", addr, "--wait", f)
+		if r.code != 0 || !strings.HasSuffix(r.stdout, "result:\n  total = 13\n") {
+			t.Fatalf("want exit 0 and total = 13 from a YAML graph\n%s", r)
+		}
+	})
+
+	t.Run("a misspelt field is an error, not dropped", func(t *testing.T) {
+		f := write("typo.json", `{"tasks": [{"name": "a", "type": "noop", "prority": 5}, {"name": "b", "type": "noop", "deps": ["a"]}]}`)
+		r := starling(t, nil, "graph", "submit", "--addr", addr, f)
+		if r.code != 2 || !strings.Contains(r.stderr, "prority") {
+			t.Fatalf("want exit 2 naming the unknown field\n%s", r)
+		}
+	})
+
 	t.Run("cycle", func(t *testing.T) {
 		f := write("cycle.json", `{"tasks": [
 			{"name": "a", "type": "noop", "deps": ["c"]},

@@ -1,16 +1,21 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
 
 	"github.com/starlingsched/starling/client"
 )
@@ -30,7 +35,9 @@ func runGraph(ctx context.Context, e *env, args []string) error {
 	return usageErr("unknown subcommand %q: use submit, status or cancel", args[0])
 }
 
-// readGraph reads a graph file: {"tasks": [...]} or a bare array of specs.
+// readGraph reads a graph file: {"tasks": [...]} or a bare array of specs, in JSON or
+// YAML (a .yaml or .yml file, or anything that is not JSON). Unknown fields are errors,
+// so a misspelt one is not dropped on the way.
 func readGraph(path string) ([]client.Spec, error) {
 	var b []byte
 	var err error
@@ -42,17 +49,34 @@ func readGraph(path string) ([]client.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	ext := strings.ToLower(filepath.Ext(path))
+	if ext == ".yaml" || ext == ".yml" || !json.Valid(b) {
+		if b, err = yaml.YAMLToJSON(b); err != nil {
+			return nil, usageErr("%s: want {\"tasks\": [...]} or an array of task specs, in JSON or YAML: %v", path, err)
+		}
+	}
+	strict := func(v any) error {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		return dec.Decode(v)
+	}
+	if bytes.HasPrefix(bytes.TrimSpace(b), []byte("[")) {
+		var specs []client.Spec
+		if err := strict(&specs); err != nil {
+			return nil, usageErr("%s: %v", path, err)
+		}
+		return specs, nil
+	}
 	var batch struct {
 		Tasks []client.Spec `json:"tasks"`
 	}
-	if err := json.Unmarshal(b, &batch); err == nil && batch.Tasks != nil {
-		return batch.Tasks, nil
-	}
-	var specs []client.Spec
-	if err := json.Unmarshal(b, &specs); err != nil {
+	if err := strict(&batch); err != nil || batch.Tasks == nil {
+		if err == nil {
+			err = errors.New("no \"tasks\"")
+		}
 		return nil, usageErr("%s: want {\"tasks\": [...]} or an array of task specs: %v", path, err)
 	}
-	return specs, nil
+	return batch.Tasks, nil
 }
 
 // graphFlags registers --wait and -o for the graph commands.
