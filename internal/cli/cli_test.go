@@ -21,6 +21,7 @@ import (
 	"github.com/starlingsched/starling/client"
 	"github.com/starlingsched/starling/gossip"
 	"github.com/starlingsched/starling/node"
+	"github.com/starlingsched/starling/testcluster"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -578,7 +579,7 @@ func TestListings(t *testing.T) {
 		if r.code != 0 || len(lines) != 3 {
 			t.Fatalf("want exit 0, a header and two rows\n%s", r)
 		}
-		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "TYPE", "STATE", "PRI", "ATTEMPT", "NODE", "AGE", "ERROR", "/", "WAITING"}) {
+		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "TYPE", "STATE", "PRI", "ATTEMPT", "OWNER", "NODE", "AGE", "ERROR", "/", "WAITING"}) {
 			t.Fatalf("header %q", lines[0])
 		}
 		if f := strings.Fields(lines[1]); len(f) < 7 || f[0] != b || f[1] != "sleep" || f[2] != "succeeded" || f[3] != "0" || f[4] != "1" {
@@ -797,5 +798,31 @@ func TestAgent(t *testing.T) {
 	}
 	if err := cl.Ready(context.Background()); err == nil {
 		t.Fatalf("the agent still answers after it stopped")
+	}
+}
+
+// tasks --cluster lists every member's tasks, not only the node asked.
+func TestTasksAcrossTheCluster(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ids []string
+	for i := range 2 {
+		task, err := c.Client(i).SubmitAndWait(ctx, client.Spec{Type: "noop"}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, task.ID)
+	}
+	addr := c.Node(0).HTTPAddr()
+	r := starling(t, nil, "tasks", "--addr", addr, "-o", "json")
+	var one []client.Task
+	if err := json.Unmarshal([]byte(r.stdout), &one); err != nil || len(one) != 1 || one[0].ID != ids[0] {
+		t.Fatalf("tasks without --cluster: want node 0's task only\n%s", r)
+	}
+	r = starling(t, nil, "tasks", "--addr", addr, "--cluster", "-o", "json")
+	var all []client.Task
+	if err := json.Unmarshal([]byte(r.stdout), &all); err != nil || len(all) != 2 || all[0].ID != ids[1] || all[1].ID != ids[0] {
+		t.Fatalf("tasks --cluster: want both nodes' tasks, newest first\n%s", r)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -357,12 +358,13 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 	var (
 		state, typ, output string
 		limit              int
-		all                bool
+		all, cluster       bool
 	)
 	fs.StringVar(&state, "state", "", "only these states, comma-separated (queued,running)")
 	fs.StringVar(&typ, "type", "", "only this task type")
 	fs.IntVar(&limit, "limit", 50, "at most this many (newest first)")
 	fs.BoolVar(&all, "all", false, "every task, page after page")
+	fs.BoolVar(&cluster, "cluster", false, "the tasks of every live member, not only of the node at --addr")
 	fs.StringVarP(&output, "output", "o", "table", "table or json")
 	if err := parse(e, fs, args); err != nil {
 		return err
@@ -380,28 +382,65 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 			opts.States = append(opts.States, client.State(strings.TrimSpace(s)))
 		}
 	}
-	var tasks []client.Task
-	for {
-		page, err := cl.List(ctx, opts)
+	clients := []*client.Client{cl}
+	if cluster {
+		// Each node lists the tasks it owns: ask every live member and merge.
+		c, err := cl.Cluster(ctx)
 		if err != nil {
 			return err
 		}
-		tasks = append(tasks, page.Tasks...)
-		if !all || page.NextCursor == "" {
-			break
+		clients = clients[:0]
+		for _, m := range c.Members {
+			if m.State != "alive" || m.HTTP == "" {
+				continue
+			}
+			mc, err := client.New(m.HTTP, client.WithToken(cf.token))
+			if err != nil {
+				return err
+			}
+			clients = append(clients, mc)
 		}
-		opts.Cursor = page.NextCursor
+	}
+	var tasks []client.Task
+	for _, mc := range clients {
+		got, err := listAll(ctx, mc, opts, all)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, got...)
+	}
+	if len(clients) > 1 {
+		sort.SliceStable(tasks, func(i, j int) bool { return tasks[i].CreatedAt.After(tasks[j].CreatedAt) })
+		if !all && len(tasks) > limit {
+			tasks = tasks[:limit]
+		}
 	}
 	if output == "json" {
 		return printJSON(e.stdout, tasks)
 	}
-	tw := newTable(e.stdout, "ID", "TYPE", "STATE", "PRI", "ATTEMPT", "NODE", "AGE", "ERROR / WAITING")
+	tw := newTable(e.stdout, "ID", "TYPE", "STATE", "PRI", "ATTEMPT", "OWNER", "NODE", "AGE", "ERROR / WAITING")
 	now := time.Now()
 	for _, t := range tasks {
-		tw.row(t.ID, t.Type, string(t.State), strconv.Itoa(t.Priority), strconv.Itoa(t.Attempt), t.Node,
+		tw.row(t.ID, t.Type, string(t.State), strconv.Itoa(t.Priority), strconv.Itoa(t.Attempt), t.Owner, t.Node,
 			age(now.Sub(t.CreatedAt)), truncate(firstNonEmpty(t.Error, t.Waiting), 60))
 	}
 	return tw.flush()
+}
+
+// listAll lists one node's tasks: one page, or with all every page.
+func listAll(ctx context.Context, cl *client.Client, opts client.ListOptions, all bool) ([]client.Task, error) {
+	var tasks []client.Task
+	for {
+		page, err := cl.List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		tasks = append(tasks, page.Tasks...)
+		if !all || page.NextCursor == "" {
+			return tasks, nil
+		}
+		opts.Cursor = page.NextCursor
+	}
 }
 
 func runMembers(ctx context.Context, e *env, args []string) error {
