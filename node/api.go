@@ -407,7 +407,7 @@ func (n *Node) Members() api.Cluster {
 			Slots: p.meta.Slots, Tags: p.meta.Tags, Resources: p.meta.Res,
 		}
 		if p.load != nil && !p.gone {
-			m.Load = &api.Load{Queued: p.load.Queued, Running: p.load.Running, Free: p.load.Free, FreeRes: p.load.FreeRes,
+			m.Load = &api.Load{Queued: p.load.Queued, ByPriority: p.load.Bands, Running: p.load.Running, Free: p.load.Free, FreeRes: p.load.FreeRes,
 				AgeMS: now.Sub(p.loadSeen).Milliseconds()}
 		}
 		peers = append(peers, m)
@@ -426,7 +426,7 @@ func (n *Node) selfMemberLocked() api.Member {
 	m := api.Member{
 		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
 		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
-		Load: &api.Load{Queued: n.q.len, Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: free},
+		Load: &api.Load{Queued: n.q.len, ByPriority: n.q.bands(maxBands), Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: free},
 	}
 	if c := n.cluster; c != nil && c.gossip != nil {
 		m.Gossip, m.RPC = c.gossip.LocalAddr(), c.wire.Addr()

@@ -105,6 +105,7 @@ type meta struct {
 type load struct {
 	Ver     uint64           `msgpack:"v"`
 	Queued  int              `msgpack:"q"`
+	Bands   []api.Band       `msgpack:"p,omitempty"`
 	Running int              `msgpack:"r"`
 	Free    int              `msgpack:"f"`
 	FreeRes map[string]int64 `msgpack:"x,omitempty"`

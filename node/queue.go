@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"slices"
 
+	"github.com/starlingsched/starling/internal/api"
 	"github.com/starlingsched/starling/steal"
 )
 
@@ -73,10 +74,13 @@ type queue struct {
 	// active holds the classes with queued tasks.
 	active []*class
 	len    int
+	// byPriority counts the queued tasks this node owns by priority (the load report's
+	// priority bands).
+	byPriority map[int]int
 }
 
 func newQueue() *queue {
-	return &queue{classes: make(map[string]*class)}
+	return &queue{classes: make(map[string]*class), byPriority: make(map[int]int)}
 }
 
 func (q *queue) push(t *task) {
@@ -88,6 +92,8 @@ func (q *queue) push(t *task) {
 	q.len++
 	if t.foreign {
 		c.foreign++
+	} else {
+		q.byPriority[t.spec.Priority]++
 	}
 }
 
@@ -102,6 +108,8 @@ func (q *queue) taken(c *class, t *task) {
 	q.len--
 	if t.foreign {
 		c.foreign--
+	} else if q.byPriority[t.spec.Priority]--; q.byPriority[t.spec.Priority] == 0 {
+		delete(q.byPriority, t.spec.Priority)
 	}
 	if c.heap.Len() == 0 {
 		q.deactivate(c)
@@ -168,4 +176,24 @@ func sortTasks(ts []*task) {
 		}
 		return 0
 	})
+}
+
+// maxBands bounds the priority bands a load report carries.
+const maxBands = 8
+
+// bands lists the queued tasks this node owns by priority, highest first, at most max
+// bands: the rest are counted in the last one.
+func (q *queue) bands(max int) []api.Band {
+	out := make([]api.Band, 0, len(q.byPriority))
+	for p, k := range q.byPriority {
+		out = append(out, api.Band{Priority: p, Queued: k})
+	}
+	slices.SortFunc(out, func(a, b api.Band) int { return b.Priority - a.Priority })
+	if len(out) > max {
+		for _, b := range out[max:] {
+			out[max-1].Queued += b.Queued
+		}
+		out = out[:max]
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -212,5 +213,23 @@ func TestQueueOrderEndToEnd(t *testing.T) {
 		if byName[want[i]].Before(byName[want[i-1]]) {
 			t.Errorf("%s started at %v, before %s at %v", want[i], byName[want[i]], want[i-1], byName[want[i-1]])
 		}
+	}
+}
+
+// The load report's priority bands: queued tasks this node owns by priority, highest
+// first, the lowest bands folded into the last one.
+func TestQueue_priorityBands(t *testing.T) {
+	n := newTestNode(t, func(c *Config) { c.Slots = 1 })
+	gate, _ := blockSlots(t, n, 1)
+	defer gate.open()
+	for _, p := range []int{5, 5, 1, 9, 8, 7, 6, 4, 3, 2} {
+		submit(t, n, fmt.Sprintf(`{"type":"noop","priority":%d}`, p))
+	}
+	var c api.Cluster
+	do(t, n, http.MethodGet, "/v1/cluster", "").decode(t, &c)
+	got := c.Members[0].Load.ByPriority
+	want := []api.Band{{Priority: 9, Queued: 1}, {Priority: 8, Queued: 1}, {Priority: 7, Queued: 1}, {Priority: 6, Queued: 1}, {Priority: 5, Queued: 2}, {Priority: 4, Queued: 1}, {Priority: 3, Queued: 1}, {Priority: 2, Queued: 2}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queued_by_priority = %v, want %v (priority 1 folded into the last band)", got, want)
 	}
 }

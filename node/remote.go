@@ -294,7 +294,7 @@ func (n *Node) stealableLocked() int {
 
 // loadLocked is this node's load now.
 func (n *Node) loadLocked() load {
-	l := load{Queued: n.q.len, Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: make(map[string]int64, len(n.res.free))}
+	l := load{Queued: n.q.len, Bands: n.q.bands(maxBands), Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: make(map[string]int64, len(n.res.free))}
 	for k, v := range n.res.free {
 		l.FreeRes[k] = v
 	}

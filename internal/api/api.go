@@ -56,11 +56,20 @@ type Member struct {
 
 // Load is a node's reported load. It is a hint: it may be a moment old.
 type Load struct {
-	Queued  int              `json:"queued"`
-	Running int              `json:"running"`
-	Free    int              `json:"free_slots"`
-	FreeRes map[string]int64 `json:"free_resources,omitempty"`
-	AgeMS   int64            `json:"age_ms"`
+	Queued int `json:"queued"`
+	// ByPriority breaks the queued tasks the node owns down by priority, highest first
+	// (at most 8 bands; the last one counts the lower ones too).
+	ByPriority []Band           `json:"queued_by_priority,omitempty"`
+	Running    int              `json:"running"`
+	Free       int              `json:"free_slots"`
+	FreeRes    map[string]int64 `json:"free_resources,omitempty"`
+	AgeMS      int64            `json:"age_ms"`
+}
+
+// Band counts queued tasks of one priority.
+type Band struct {
+	Priority int `json:"priority" msgpack:"p"`
+	Queued   int `json:"queued" msgpack:"q"`
 }
 
 // Cluster answers GET /v1/cluster.
