@@ -30,8 +30,22 @@
 // why. A failed attempt is retried while the task has retries left, after an
 // exponential backoff with jitter. A timeout or a cancel cancels the handler's context.
 //
+// # Cluster
+//
+// With Config.Cluster set (DefaultClusterConfig, FastClusterConfig), the node joins a
+// cluster: gossip membership (package gossip) with its static facts in the member
+// metadata and its load as a gossiped report, peer RPC (internal/wire) for stealing
+// and reports, and the work-stealing state machines of package steal. The node that
+// accepts a task owns its record; a thief that steals it runs it and reports back with
+// the task's epoch (cluster.go, peer.go, remote.go). Any node answers for any task by
+// forwarding to its owner (route.go). Drain takes a node out of service without losing
+// work (drain.go). Graphs (graph.go) are driven by package dag.
+//
 // # Concurrency
 //
-// Node.mu guards the scheduler state; handlers run outside it on worker goroutines that
-// Shutdown waits for.
+// Node.mu guards the scheduler state, the record store and the cluster bookkeeping;
+// handlers run outside it on worker goroutines that Shutdown waits for. Peer messages
+// are handled on the peer connections' reader goroutines and gossip events on gossip's
+// event goroutine, each under Node.mu; nothing blocks on the network while holding it
+// (sends only queue).
 package node
