@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,20 +87,11 @@ func (r *execRunner) check(payload json.RawMessage) (*ExecPayload, error) {
 	}
 	if len(r.allow) > 0 {
 		abs, err := resolveProgram(p.Argv[0])
-		if err != nil || !containsString(r.allow, abs) {
+		if err != nil || !slices.Contains(r.allow, abs) {
 			return nil, fmt.Errorf("program %q is %w (allowed: %s)", p.Argv[0], errExecNotAllowed, strings.Join(r.allow, ", "))
 		}
 	}
 	return &p, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *execRunner) run(ctx context.Context, in *Input) (any, error) {

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +93,7 @@ func (n *Node) List(o ListOptions) (api.TaskList, error) {
 	out := api.TaskList{Tasks: []api.Task{}}
 	var last uint64
 	n.store.newest(before, func(t *task) bool {
-		if (o.Type != "" && t.spec.Type != o.Type) || (len(o.States) > 0 && !hasState(o.States, t.state)) {
+		if (o.Type != "" && t.spec.Type != o.Type) || (len(o.States) > 0 && !slices.Contains(o.States, t.state)) {
 			return true
 		}
 		if len(out.Tasks) == o.Limit {
@@ -104,15 +105,6 @@ func (n *Node) List(o ListOptions) (api.TaskList, error) {
 		return true
 	})
 	return out, nil
-}
-
-func hasState(states []api.State, s api.State) bool {
-	for _, x := range states {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // parseStates reads a comma-separated state filter.
