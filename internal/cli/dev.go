@@ -125,8 +125,14 @@ func runDrain(ctx context.Context, e *env, args []string) error {
 	if !wait {
 		return nil
 	}
+	// Poll without retries: a draining node answers 503, which the client would
+	// otherwise retry.
+	probe, err := client.New(cf.addr, client.WithToken(cf.token), client.WithRetry(0, 0))
+	if err != nil {
+		return err
+	}
 	for {
-		if err := cl.Ready(ctx); err != nil {
+		if err := probe.Ready(ctx); err != nil {
 			var ae *client.Error
 			if !errors.As(err, &ae) { // no answer at all: the node is gone
 				fmt.Fprintf(e.stdout, "node %s stopped\n", d.Node)
