@@ -92,17 +92,11 @@ func runGraphSubmit(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	cf.register(fs)
 	wait, output := graphFlags(fs, "wait up to this long for the graph to finish and print its results")
-	if err := parse(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want one graph file (JSON), or - for standard input")
-	}
-	specs, err := readGraph(fs.Arg(0))
+	path, cl, err := cf.withOneArg(e, fs, args, "one graph file (JSON or YAML), or - for standard input")
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client()
+	specs, err := readGraph(path)
 	if err != nil {
 		return err
 	}
@@ -129,17 +123,11 @@ func runGraphStatus(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	cf.register(fs)
 	wait, output := graphFlags(fs, "wait up to this long for the graph to finish")
-	if err := parse(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want one graph id")
-	}
-	cl, err := cf.client()
+	id, cl, err := cf.withOneArg(e, fs, args, "one graph id")
 	if err != nil {
 		return err
 	}
-	return followGraph(ctx, e, cl, fs.Arg(0), *wait, *output)
+	return followGraph(ctx, e, cl, id, *wait, *output)
 }
 
 // followGraph shows a graph's progress (a bar on a terminal) until it is done or wait
@@ -256,17 +244,11 @@ func runGraphCancel(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "graph cancel", "graph cancel ID [flags]")
 	var cf clientFlags
 	cf.register(fs)
-	if err := parse(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want one graph id")
-	}
-	cl, err := cf.client()
+	id, cl, err := cf.withOneArg(e, fs, args, "one graph id")
 	if err != nil {
 		return err
 	}
-	g, err := cl.CancelGraph(ctx, fs.Arg(0))
+	g, err := cl.CancelGraph(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,19 @@ func (c *clientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.token, "token", "", "the API token (env STARLING_TOKEN)")
 }
 
+// withOneArg parses args for a command that takes exactly one argument (what names it
+// in the usage error) and returns it with a client.
+func (c *clientFlags) withOneArg(e *env, fs *pflag.FlagSet, args []string, what string) (string, *client.Client, error) {
+	if err := parse(e, fs, args); err != nil {
+		return "", nil, err
+	}
+	if fs.NArg() != 1 {
+		return "", nil, usageErr("want %s", what)
+	}
+	cl, err := c.client()
+	return fs.Arg(0), cl, err
+}
+
 func (c *clientFlags) client() (*client.Client, error) {
 	cl, err := client.New(c.addr, client.WithToken(c.token))
 	if err != nil {
@@ -228,17 +241,11 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "status", "status ID [flags]")
 	var cf clientFlags
 	cf.register(fs)
-	if err := parse(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want one task id")
-	}
-	cl, err := cf.client()
+	id, cl, err := cf.withOneArg(e, fs, args, "one task id")
 	if err != nil {
 		return err
 	}
-	t, err := cl.Get(ctx, fs.Arg(0))
+	t, err := cl.Get(ctx, id)
 	if err != nil {
 		return err
 	}
