@@ -147,6 +147,9 @@ type cluster struct {
 	// reports gathers reports to owners (by owner id) for the report loop.
 	reports    map[string][]report
 	reportWake chan struct{}
+	// onPeer indexes the tasks this node owns by the peer they are granted to or run
+	// on (task.exec), so a peer's death finds its tasks without a scan.
+	onPeer map[string]map[*task]struct{}
 	// avgRun is a moving average of how long stolen runs take here: a thief of
 	// short runs asks ahead (see prefetchBelow).
 	avgRun time.Duration
@@ -399,13 +402,12 @@ func (n *Node) peerGoneLocked(id, why string) {
 			n.executorLostLocked(t, p, now)
 		}
 	}
-	var lost []*task
-	n.store.each(func(t *task) bool {
-		if t.exec == id && !t.state.Terminal() {
+	lost := make([]*task, 0, len(c.onPeer[id]))
+	for t := range c.onPeer[id] {
+		if !t.state.Terminal() {
 			lost = append(lost, t)
 		}
-		return true
-	})
+	}
 	for _, t := range lost {
 		n.executorLostLocked(t, p, now)
 	}
@@ -427,7 +429,7 @@ func (n *Node) peerGoneLocked(id, why string) {
 // has lost too many nodes.
 func (n *Node) executorLostLocked(t *task, p *peer, now time.Time) {
 	t.nodeLosses++
-	t.exec = ""
+	n.setExecLocked(t, "")
 	t.epoch++
 	if t.nodeLosses > n.cluster.cfg.NodeLosses {
 		n.terminateLocked(t, "failed", fmt.Sprintf("node lost: %s (%s) was %s; the task lost %d nodes, over the budget of %d",
@@ -484,4 +486,26 @@ func (n *Node) kick() {
 	case n.cluster.wake <- struct{}{}:
 	default:
 	}
+}
+
+// setExecLocked records where t runs for this node ("" : here, or nowhere yet).
+func (n *Node) setExecLocked(t *task, id string) {
+	if t.exec == id {
+		return
+	}
+	if c := n.cluster; c != nil {
+		if old := c.onPeer[t.exec]; old != nil {
+			delete(old, t)
+			if len(old) == 0 {
+				delete(c.onPeer, t.exec)
+			}
+		}
+		if id != "" {
+			if c.onPeer[id] == nil {
+				c.onPeer[id] = make(map[*task]struct{})
+			}
+			c.onPeer[id][t] = struct{}{}
+		}
+	}
+	t.exec = id
 }

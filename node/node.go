@@ -120,7 +120,7 @@ func New(cfg Config) (*Node, error) {
 			cfg: cc, inc: uint64(time.Now().UnixNano()),
 			peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*task{},
 			outbox: map[string]*outgoing{}, wake: make(chan struct{}, 1), loadWake: make(chan struct{}, 1),
-			reports: map[string][]report{}, reportWake: make(chan struct{}, 1), cancels: map[string]*pendingCancel{}, done: make(chan struct{}),
+			reports: map[string][]report{}, reportWake: make(chan struct{}, 1), cancels: map[string]*pendingCancel{}, onPeer: map[string]map[*task]struct{}{}, done: make(chan struct{}),
 		}
 		n.cluster.thief, err = steal.NewThief(steal.NodeID(n.id), n.cluster.inc, cc.Steal, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 		if err == nil {

@@ -153,7 +153,7 @@ func (n *Node) onStealRequestLocked(req steal.StealRequest, now time.Time) {
 		t := tasks[k]
 		taken[k] = true
 		t.epoch = d.Grant.Tasks[i].Epoch
-		t.exec = string(req.Thief)
+		n.setExecLocked(t, string(req.Thief))
 		t.waiting = "granted to " + thief.name
 	}
 	for k, t := range tasks {
@@ -280,7 +280,7 @@ func (n *Node) onReplyLocked(r steal.Reply, now time.Time) {
 		if t == nil || t.epoch != g.Epoch || t.state.Terminal() {
 			continue
 		}
-		t.exec = string(r.Thief)
+		n.setExecLocked(t, string(r.Thief))
 		if thief != nil {
 			t.node = thief.name
 			t.waiting = "stolen by " + thief.name + "; starting there"
@@ -301,7 +301,7 @@ func (n *Node) requeueGrantedLocked(g steal.GrantedTask, now time.Time) {
 		return
 	}
 	t.epoch++
-	t.exec = ""
+	n.setExecLocked(t, "")
 	n.enqueueLocked(t, now)
 }
 
@@ -317,7 +317,8 @@ func (n *Node) onReportLocked(from string, r *report, now time.Time) bool {
 	t.node = r.Node
 	switch {
 	case r.Returned:
-		t.exec, t.node = "", ""
+		n.setExecLocked(t, "")
+		t.node = ""
 		t.epoch++
 		n.enqueueLocked(t, now)
 	case r.State == api.Running:
@@ -331,11 +332,11 @@ func (n *Node) onReportLocked(from string, r *report, now time.Time) bool {
 			n.executorLostLocked(t, p, now)
 		}
 	case r.State == api.Succeeded:
-		t.exec = ""
+		n.setExecLocked(t, "")
 		t.result = r.Result
 		n.terminateLocked(t, api.Succeeded, "", now)
 	default:
-		t.exec = ""
+		n.setExecLocked(t, "")
 		t.result = r.Result
 		n.attemptFailedLocked(t, r.Error, now)
 	}

@@ -402,6 +402,7 @@ func (n *Node) terminateLocked(t *task, s api.State, msg string, now time.Time) 
 		t.retryTimer = nil
 	}
 	n.q.remove(t)
+	n.setExecLocked(t, "") // a cancel has been sent already; nothing runs it for us now
 	t.err = msg
 	t.finished = now
 	t.retryAt = time.Time{}
@@ -446,7 +447,7 @@ func (n *Node) cancelLocked(t *task, why string, now time.Time) {
 		// node confirms.
 		n.cluster.cancels[t.id] = &pendingCancel{exec: t.exec, epoch: t.epoch, sentAt: now}
 		n.sendLocked(t.exec, &peerMsg{Cancel: []cancelMsg{{ID: t.id, Epoch: t.epoch}}})
-		t.exec = ""
+		n.setExecLocked(t, "")
 	}
 	n.terminateLocked(t, api.Cancelled, why, now)
 }
