@@ -39,8 +39,10 @@ type Config struct {
 	// MaxQueue bounds the tasks not yet finished (pending, queued, running). A
 	// submission past it is refused with 429; nothing accepted is dropped.
 	MaxQueue int
-	// MaxBatch bounds the tasks of one submission.
+	// MaxBatch bounds the tasks of one submission (and so of one graph).
 	MaxBatch int
+	// MaxGraphDepth bounds the longest chain of deps in a graph, in tasks.
+	MaxGraphDepth int
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
 	// MaxPayloadBytes bounds one task's payload.
@@ -91,6 +93,7 @@ func DefaultConfig() Config {
 		Slots:             runtime.NumCPU(),
 		MaxQueue:          250_000,
 		MaxBatch:          100_000,
+		MaxGraphDepth:     100_000,
 		MaxBodyBytes:      64 << 20,
 		MaxPayloadBytes:   1 << 20,
 		MaxResultBytes:    1 << 20,
@@ -147,7 +150,7 @@ func (c *Config) validate() error {
 		name string
 		v    int64
 	}{
-		{"MaxQueue", int64(c.MaxQueue)}, {"MaxBatch", int64(c.MaxBatch)},
+		{"MaxQueue", int64(c.MaxQueue)}, {"MaxBatch", int64(c.MaxBatch)}, {"MaxGraphDepth", int64(c.MaxGraphDepth)},
 		{"MaxBodyBytes", c.MaxBodyBytes}, {"MaxPayloadBytes", int64(c.MaxPayloadBytes)},
 		{"MaxResultBytes", int64(c.MaxResultBytes)}, {"MaxWait", int64(c.MaxWait)},
 		{"Retain", int64(c.Retain)}, {"MaxRecords", int64(c.MaxRecords)},

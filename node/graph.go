@@ -67,7 +67,7 @@ func (n *Node) submitGraphLocked(specs []api.Spec, now time.Time) ([]*task, *gra
 			foreignDep = ref
 		}
 		return false
-	}, dag.Limits{MaxTasks: n.cfg.MaxBatch})
+	}, dag.Limits{MaxTasks: n.cfg.MaxBatch, MaxDepth: n.cfg.MaxGraphDepth})
 	if err != nil {
 		e := &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidGraph, Message: err.Error()}
 		var de *dag.Error

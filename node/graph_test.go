@@ -265,3 +265,14 @@ func TestGraph_events(t *testing.T) {
 		t.Fatalf("events %v, want %v", seen, want)
 	}
 }
+
+func TestGraph_depthLimit(t *testing.T) {
+	n := newTestNode(t, func(c *Config) { c.MaxGraphDepth = 3 })
+	ok := `{"tasks": [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "deps": ["a"]}, {"name": "c", "type": "noop", "deps": ["b"]}]}`
+	submitGraph(t, n, ok)
+	deep := `{"tasks": [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "deps": ["a"]}, {"name": "c", "type": "noop", "deps": ["b"]}, {"name": "d", "type": "noop", "deps": ["c"]}]}`
+	e := do(t, n, http.MethodPost, "/v1/tasks", deep).apiErr(t, http.StatusBadRequest)
+	if e.Code != api.CodeInvalidGraph || !strings.Contains(e.Message, "exceeds the limit of 3") {
+		t.Fatalf("a chain of 4 with MaxGraphDepth 3: %+v", e)
+	}
+}
