@@ -224,7 +224,10 @@ func (n *Node) loadLoop() {
 	c := n.cluster
 	tick := time.NewTicker(c.cfg.LoadInterval)
 	defer tick.Stop()
-	var last load
+	var (
+		last    load
+		lastRaw []byte // last, encoded: an unchanged load is not sent again
+	)
 	raw := map[string][]byte{}
 	for {
 		push := false
@@ -239,7 +242,8 @@ func (n *Node) loadLoop() {
 		l := n.loadLocked()
 		n.mu.Unlock()
 		l.Ver = last.Ver
-		if !sameLoad(&l, &last) {
+		if b, err := msgpack.Marshal(&l); err == nil && !bytes.Equal(b, lastRaw) {
+			lastRaw = b
 			l.Ver++
 			last = l
 			if b, err := msgpack.Marshal(&l); err == nil {
@@ -275,12 +279,6 @@ func (n *Node) loadLoop() {
 			n.mu.Unlock()
 		}
 	}
-}
-
-func sameLoad(a, b *load) bool {
-	x, _ := msgpack.Marshal(a)
-	y, _ := msgpack.Marshal(b)
-	return bytes.Equal(x, y)
 }
 
 // stealableLocked counts the queued tasks this node owns (the ones peers may steal).
