@@ -145,6 +145,7 @@ func TestGraph_nodeKilledMidGraph(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	c.Kill(2)
+	killed := time.Now()
 	g := awaitGraph(t, c, 0, s.Graph)
 	if g.State != client.Succeeded {
 		t.Fatalf("graph %s: %v", g.State, g.Counts)
@@ -155,8 +156,9 @@ func TestGraph_nodeKilledMidGraph(t *testing.T) {
 	lost := 0
 	for _, r := range g.Tasks {
 		lost += r.NodeLosses
-		if r.Node == "node-2" {
-			t.Fatalf("task %s ended on the killed node", r.Name)
+		// A task may have finished on node-2 before it died; none may end there after.
+		if r.Node == "node-2" && (r.FinishedAt == nil || r.FinishedAt.After(killed)) {
+			t.Fatalf("task %s ended on the killed node after its death", r.Name)
 		}
 	}
 	if lost == 0 {
