@@ -276,3 +276,24 @@ func TestGraph_depthLimit(t *testing.T) {
 		t.Fatalf("a chain of 4 with MaxGraphDepth 3: %+v", e)
 	}
 }
+
+// An exec task in a graph gets its deps' results on standard input, as one JSON object,
+// unless its payload gives stdin.
+func TestGraph_execGetsDepsOnStdin(t *testing.T) {
+	n := newTestNode(t, func(c *Config) { c.AllowExec = true })
+	s := submitGraph(t, n, `{"tasks": [
+		{"name": "a", "type": "echo", "payload": {"x": 1}},
+		{"name": "b", "type": "sum", "payload": [2, 3]},
+		{"name": "cat", "type": "exec", "payload": {"argv": ["cat"]}, "deps": ["a", "b"]},
+		{"name": "own", "type": "exec", "payload": {"argv": ["cat"], "stdin": "mine"}, "deps": ["a"]}]}`)
+	g := waitGraph(t, n, s.Graph)
+	if g.State != api.Succeeded {
+		t.Fatalf("graph %s: %v", g.State, g.Counts)
+	}
+	if out := execResult(t, byName(t, g, "cat")).Stdout; out != `{"a":{"x":1},"b":5}` {
+		t.Fatalf("cat's stdin was %q, want the deps' results as one JSON object", out)
+	}
+	if out := execResult(t, byName(t, g, "own")).Stdout; out != "mine" {
+		t.Fatalf("a given stdin was replaced by the deps: %q", out)
+	}
+}
