@@ -37,8 +37,6 @@ type Options struct {
 	Configure func(i int, cfg *node.Config)
 	// Logger receives every node's logs (default: discard).
 	Logger *slog.Logger
-	// Fast, when false, uses LAN-like timers instead of the fast test timers.
-	Slow bool
 }
 
 // Cluster is a set of in-process nodes.
@@ -104,11 +102,7 @@ func (c *Cluster) startNode(i int) error {
 	cfg.Name = m.name
 	cfg.Slots = c.opts.Slots
 	cfg.Logger = c.opts.Logger
-	cc := node.FastClusterConfig()
-	if c.opts.Slow {
-		cc = node.DefaultClusterConfig()
-		cc.Gossip.Profile = 1 // gossip.ProfileLocal
-	}
+	cc := node.FastClusterConfig() // Configure may change the timers
 	for _, other := range c.live() {
 		if other != m {
 			if addr := other.node.Members().Members[0].Gossip; addr != "" {
