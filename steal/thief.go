@@ -301,3 +301,15 @@ func (t *Thief) Stats() ThiefStats {
 	s.Unreleased = len(t.accepted)
 	return s
 }
+
+// Forget drops what the thief remembers of a peer that will never come back (it
+// left, or restarted under a new id): its avoidance and its unreleased grants.
+func (t *Thief) Forget(victim NodeID) {
+	t.PeerDead(victim)
+	delete(t.avoid, victim)
+	for id, a := range t.accepted {
+		if a.victim == victim {
+			delete(t.accepted, id)
+		}
+	}
+}

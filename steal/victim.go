@@ -232,3 +232,10 @@ func cloneGrant(g Grant) *Grant {
 	g.Tasks = slices.Clone(g.Tasks)
 	return &g
 }
+
+// Forget drops the victim's record of a thief that will never come back (it left,
+// or restarted under a new id), after withdrawing its parked grants (PeerDead).
+// Without it, a long-lived victim would remember every thief it ever served.
+func (v *Victim) Forget(thief NodeID) {
+	delete(v.thieves, thief)
+}
