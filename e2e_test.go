@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -90,7 +92,7 @@ func startAgent(t *testing.T, bin, name, join string) *agent {
 		done:   make(chan struct{}),
 	}
 	args := []string{"agent", "--name", name, "--http", a.http, "--bind", a.gossip,
-		"--gossip-profile", "fast", "--slots", "2", "--log-level", "warn"}
+		"--profile", "fast", "--slots", "2", "--log-level", "warn"}
 	if join != "" {
 		args = append(args, "--join", join)
 	}
@@ -282,7 +284,9 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() err
 
 // An owner that freezes (SIGSTOP: its sockets stay open, nothing answers) must not hang
 // the other nodes: once gossip declares it dead, a long poll forwarded to it ends with
-// "owner lost".
+// 503 owner_unreachable (it may only be cut off), and once its death is confirmed
+// (the profile's ConfirmDead) the answer is "owner lost". Never a terminal answer
+// before that: the owner could come back and finish the task.
 func TestE2E_frozenOwner(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs two agents")
@@ -318,10 +322,21 @@ func TestE2E_frozenOwner(t *testing.T) {
 	}
 	t.Cleanup(func() { a0.cmd.Process.Signal(syscall.SIGCONT) })
 	start := time.Now()
-	got, err := c1.Wait(ctx, queued, time.Minute)
+	// One request, no retries: what a client sees at first.
+	resp, err := http.Get("http://" + a1.http + "/v1/tasks/" + queued + "?wait=60s")
 	if err != nil {
-		t.Fatalf("wait through the live node: %v", err)
+		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "owner_unreachable") {
+		t.Fatalf("wait through the live node, once gossip declares the owner dead: %d %s; want 503 owner_unreachable", resp.StatusCode, body)
+	}
+	var got client.Task
+	waitUntil(t, 30*time.Second, "the owner's death confirmed", func() error {
+		got, err = c1.Get(ctx, queued)
+		return err
+	})
 	if got.State != client.Failed || !strings.Contains(got.Error, "owner lost") {
 		t.Fatalf("got %s %q; want failed: owner lost", got.State, got.Error)
 	}

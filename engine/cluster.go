@@ -30,6 +30,8 @@ type peer struct {
 	// final: it left or restarted, so this node id never comes back. A dead peer
 	// may: a partition heals, a paused process resumes.
 	final bool
+	// settled: gone past OwnerGrace, the runs this node had for it were stopped.
+	settled bool
 }
 
 // pendingCancel is a cancel resent until the executor confirms it.
@@ -212,7 +214,7 @@ func (c *cluster) onMemberGone(in MemberGone, now time.Time) {
 // declared dead, so its late reports are fenced off; it works with this node again
 // from now on, and hears the reports this node kept for it.
 func (c *cluster) peerBack(p *peer, now time.Time) {
-	p.gone, p.goneAt = false, time.Time{}
+	p.gone, p.goneAt, p.settled = false, time.Time{}, false
 	c.log.Warn("peer back after being declared dead", slog.String("peer", p.name), slog.String("id", p.id))
 	c.thief.PeerAlive(steal.NodeID(p.id))
 	for _, o := range c.outbox {
@@ -224,10 +226,10 @@ func (c *cluster) peerBack(p *peer, now time.Time) {
 }
 
 // peerGone gives a peer up: what it was running for this node runs again elsewhere.
-// What this node runs for it goes on (the peer may only be suspected by this node,
-// or an adopter may take the result later), except what has not started, which is
-// handed back with a report that costs the task no node loss. The reports owed to it
-// are kept in case it comes back (a false death).
+// What this node runs for it goes on for OwnerGrace (the peer may only be suspected
+// by this node), except what has not started, which is handed back with a report
+// that costs the task no node loss. The reports owed to it are kept in case it comes
+// back (a false death).
 func (c *cluster) peerGone(id, why string, now time.Time) {
 	p := c.peers[id]
 	if p == nil || p.gone {
@@ -759,9 +761,22 @@ func (c *cluster) stealTick(now time.Time, periodic bool) {
 		}
 	}
 	if periodic {
-		// Peers gone longer than gossip tries to reconnect them are forgotten.
 		for _, id := range slices.Sorted(maps.Keys(c.peers)) {
-			if p := c.peers[id]; p.gone && now.Sub(p.goneAt) > c.cfg.ReportKeep && !c.owes(id) {
+			p := c.peers[id]
+			if !p.gone {
+				continue
+			}
+			if !p.settled && now.Sub(p.goneAt) > c.cfg.OwnerGrace {
+				// Its death stands: what still runs here for it is stopped and
+				// handed back, at no node-loss cost should it come back after all.
+				p.settled = true
+				for _, t := range c.foreignOf(id) {
+					c.dropForeign(t)
+					c.giveBack(t.rec.ID, t.rec.Epoch, id, "returned: its owner "+p.name+" was declared "+p.state, now)
+				}
+			}
+			// Peers gone longer than gossip tries to reconnect them are forgotten.
+			if now.Sub(p.goneAt) > c.cfg.ReportKeep && !c.owes(id) {
 				c.forget(id)
 			}
 		}

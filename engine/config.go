@@ -75,6 +75,9 @@ type ClusterConfig struct {
 	// MaxGrantBytes bounds the dep results one grant carries; a task whose deps
 	// alone are larger runs on its owner.
 	MaxGrantBytes int
+	// OwnerGrace is how long the runs of an owner declared dead go on here (it may
+	// only be cut off from this node) before they are stopped and handed back.
+	OwnerGrace time.Duration
 }
 
 func (c *Config) validate() error {
@@ -110,7 +113,7 @@ func (c *Config) validate() error {
 			v    time.Duration
 		}{
 			{"StealInterval", cc.StealInterval}, {"LoadInterval", cc.LoadInterval}, {"LoadTTL", cc.LoadTTL},
-			{"ReportResend", cc.ReportResend}, {"ReportKeep", cc.ReportKeep},
+			{"ReportResend", cc.ReportResend}, {"ReportKeep", cc.ReportKeep}, {"OwnerGrace", cc.OwnerGrace},
 		} {
 			if p.v <= 0 {
 				bad("Cluster.%s must be positive, got %s", p.name, p.v)

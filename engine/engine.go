@@ -402,8 +402,10 @@ type Stats struct {
 	Thief      steal.ThiefStats
 	Victim     steal.VictimStats
 	PeersAlive int
-	Draining   bool
-	Stopping   bool
+	// Outbox counts final reports waiting for their owners' acknowledgement.
+	Outbox   int
+	Draining bool
+	Stopping bool
 }
 
 // Stats returns a snapshot (a copy the caller may keep).
@@ -423,6 +425,7 @@ func (e *Engine) Stats() Stats {
 	if c := e.cluster; c != nil {
 		s.Foreign = len(c.foreign)
 		s.Thief, s.Victim = c.thief.Stats(), c.victim.Stats()
+		s.Outbox = len(c.outbox)
 		for _, p := range c.peers {
 			if !p.gone {
 				s.PeersAlive++

@@ -118,17 +118,3 @@ func (r *resources) give(n needs) {
 		r.free[a.name] += a.n
 	}
 }
-
-// busyFor names the resources a fitting-but-waiting task waits for.
-func (r *resources) busyFor(n needs) string {
-	var busy []string
-	for _, a := range n.res {
-		if r.free[a.name] < a.n {
-			busy = append(busy, fmt.Sprintf("%s (needs %d, %d free)", a.name, a.n, r.free[a.name]))
-		}
-	}
-	if len(busy) == 0 {
-		return ""
-	}
-	return "waiting for resources: " + strings.Join(busy, ", ")
-}

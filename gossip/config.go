@@ -173,6 +173,12 @@ func DefaultConfig(name string) Config {
 	return Config{Name: name, BindAddr: DefaultBindAddr}.withDefaults()
 }
 
+// LocalConfig returns a Local-profile Config for the named member bound to an
+// ephemeral loopback port: several members on one machine that does other work too.
+func LocalConfig(name string) Config {
+	return Config{Name: name, BindAddr: "127.0.0.1:0", Profile: ProfileLocal}.withDefaults()
+}
+
 // FastConfig returns a Fast-profile Config for the named member bound to an
 // ephemeral loopback port: what tests and `starling dev` want.
 func FastConfig(name string) Config {

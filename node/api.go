@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/starlingsched/starling/engine"
 	"github.com/starlingsched/starling/internal/api"
 )
 
@@ -152,32 +152,46 @@ func longPoll(w http.ResponseWriter, d time.Duration) {
 	}
 }
 
-// await waits until every task is terminal, d passes, ctx ends or the node stops.
-func (n *Node) await(ctx context.Context, tasks []*task, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for _, t := range tasks {
-		select {
-		case <-t.done:
-		case <-timer.C:
-			return
-		case <-ctx.Done():
-			return
-		case <-n.stopped:
-			return
-		}
-	}
+func apiUnavailable(msg string) *api.Error {
+	return &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: msg}
 }
 
-func (n *Node) records(tasks []*task) []api.Task {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]api.Task, len(tasks))
-	for i, t := range tasks {
-		out[i] = n.recordLocked(t)
+// Submit validates specs and accepts them as one submission: all of them or, with an
+// error, none. It returns the new task ids in order. A spec with an idempotency key
+// already seen returns the earlier task's id instead of a new task.
+func (n *Node) Submit(specs []api.Spec) ([]string, error) {
+	r, err := n.submit(context.Background(), specs, len(specs) > 1)
+	return r.IDs, err
+}
+
+// submit validates specs against this node's handlers and hands them to the engine. A
+// batch's errors name the spec at fault by its index ("tasks[0].timeout"), even in a
+// batch of one.
+func (n *Node) submit(ctx context.Context, specs []api.Spec, batch bool) (engine.Reply, error) {
+	if len(specs) > n.cfg.MaxBatch {
+		return engine.Reply{}, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), n.cfg.MaxBatch)}
+	}
+	for i := range specs {
+		if err := n.validate(&specs[i]); err != nil {
+			if batch {
+				prefixField(err, fmt.Sprintf("tasks[%d]", i))
+			}
+			return engine.Reply{}, err
+		}
+	}
+	return n.call(ctx, func(req uint64) engine.Input { return engine.Submit{Req: req, Specs: specs, Batch: batch} })
+}
+
+// records renders the published records of ids.
+func (n *Node) records(ids []string) []api.Task {
+	out := make([]api.Task, len(ids))
+	for i, id := range ids {
+		if r := n.view.task(id); r != nil {
+			out[i] = n.render(r)
+		} else {
+			out[i] = api.Task{ID: id, Error: "expired"}
+		}
 	}
 	return out
 }
@@ -204,15 +218,15 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	tasks, gr, err := n.submit(specs, batch)
+	rep, err := n.submit(r.Context(), specs, batch)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	longPoll(w, wait)
-	n.await(r.Context(), tasks, wait)
+	n.view.await(r.Context(), rep.IDs, wait, n.stopCtx.Done())
 	if !batch {
-		rec := n.records(tasks)[0]
+		rec := n.records(rep.IDs)[0]
 		status := http.StatusAccepted
 		if rec.State.Terminal() {
 			status = http.StatusOK
@@ -220,15 +234,9 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, rec)
 		return
 	}
-	out := api.Submitted{IDs: make([]string, len(tasks))}
-	for i, t := range tasks {
-		out.IDs[i] = t.id
-	}
-	if gr != nil {
-		out.Graph, out.Names = gr.id, gr.names
-	}
+	out := api.Submitted{IDs: rep.IDs, Graph: rep.Graph, Names: rep.Names}
 	if wait > 0 {
-		out.Tasks = n.records(tasks)
+		out.Tasks = n.records(rep.IDs)
 	}
 	writeJSON(w, http.StatusAccepted, out)
 }
@@ -241,32 +249,35 @@ func (n *Node) handleGraph(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	withTasks := r.URL.Query().Get("tasks") != "false"
-	n.mu.Lock()
-	gr := n.graphs[id]
-	n.mu.Unlock()
-	if gr == nil {
+	if n.view.graph(id) == nil {
 		if !n.forward(w, r, id) {
-			writeError(w, graphNotFound(id))
+			writeError(w, engine.GraphNotFound(id))
 		}
 		return
 	}
-	if wait > 0 {
-		longPoll(w, wait)
-		timer := time.NewTimer(wait)
-		select {
-		case <-gr.done:
-		case <-timer.C:
-		case <-r.Context().Done():
-		case <-n.stopped:
-		}
-		timer.Stop()
-	}
+	longPoll(w, wait)
+	n.view.await(r.Context(), []string{id}, wait, n.stopCtx.Done())
 	g, err := n.Graph(id, withTasks)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, g)
+}
+
+// CancelGraph cancels every task of a graph that has not finished. Clean-up tasks
+// (all_done) that had not started are cancelled too.
+func (n *Node) CancelGraph(id string) (api.Graph, error) {
+	_, err := n.call(context.Background(), func(req uint64) engine.Input { return engine.CancelGraph{Req: req, ID: id} })
+	var e *api.Error
+	if err != nil && (!errors.As(err, &e) || e.Status != http.StatusConflict) {
+		return api.Graph{}, err
+	}
+	g, gerr := n.Graph(id, true)
+	if gerr != nil {
+		return api.Graph{}, gerr
+	}
+	return g, err
 }
 
 func (n *Node) handleCancelGraph(w http.ResponseWriter, r *http.Request) {
@@ -290,18 +301,30 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n.mu.Lock()
-	t, err := n.lookupLocked(id)
-	n.mu.Unlock()
-	if err != nil {
+	if n.view.task(id) == nil {
 		if !n.forward(w, r, id) {
-			writeError(w, err)
+			writeError(w, engine.NotFound(id))
 		}
 		return
 	}
 	longPoll(w, wait)
-	n.await(r.Context(), []*task{t}, wait)
-	writeJSON(w, http.StatusOK, n.records([]*task{t})[0])
+	n.view.await(r.Context(), []string{id}, wait, n.stopCtx.Done())
+	rec, err := n.Get(id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec)
+}
+
+// Cancel cancels a task that has not finished: a queued one never runs, a running one
+// has its context cancelled (an exec run is killed). It returns the record.
+func (n *Node) Cancel(id string) (api.Task, error) {
+	rep, err := n.call(context.Background(), func(req uint64) engine.Input { return engine.Cancel{Req: req, ID: id} })
+	if rep.Rec != nil {
+		return n.render(rep.Rec), err
+	}
+	return api.Task{}, err
 }
 
 func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -391,47 +414,33 @@ func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
 }
 
 // Members is the cluster as this node sees it: itself first, then its peers by name,
-// the ones that are gone included while gossip remembers them.
+// the ones that are gone included while this node remembers them.
 func (n *Node) Members() api.Cluster {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := api.Cluster{Self: n.cfg.Name, Members: []api.Member{n.selfMemberLocked()}}
-	if n.cluster == nil {
-		return out
-	}
-	now := time.Now()
-	var peers []api.Member
-	for id, p := range n.cluster.peers {
-		m := api.Member{
-			Name: p.name, ID: id, State: p.state, HTTP: p.meta.HTTP, RPC: p.meta.RPC, Version: p.meta.Ver,
-			Slots: p.meta.Slots, Tags: p.meta.Tags, Resources: p.meta.Res,
-		}
-		if p.load != nil && !p.gone {
-			m.Load = &api.Load{Queued: p.load.Queued, ByPriority: p.load.Bands, Running: p.load.Running, Free: p.load.Free, FreeRes: p.load.FreeRes,
-				AgeMS: now.Sub(p.loadSeen).Milliseconds()}
-		}
-		peers = append(peers, m)
-	}
-	slices.SortFunc(peers, func(a, b api.Member) int { return strings.Compare(a.Name, b.Name) })
-	out.Members = append(out.Members, peers...)
-	return out
-}
-
-// selfMemberLocked describes this node.
-func (n *Node) selfMemberLocked() api.Member {
-	free := make(map[string]int64, len(n.res.free))
-	for k, v := range n.res.free {
-		free[k] = v
-	}
-	m := api.Member{
+	n.view.mu.RLock()
+	st, cv := n.view.stats, n.view.cluster
+	n.view.mu.RUnlock()
+	self := api.Member{
 		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
 		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
-		Load: &api.Load{Queued: n.q.len, ByPriority: n.q.bands(maxBands), Running: n.busy, Free: n.cfg.Slots - n.busy, FreeRes: free},
+		Load: &api.Load{Queued: st.Queued, ByPriority: st.Bands, Running: st.Busy, Free: st.Slots - st.Busy, FreeRes: st.FreeRes},
 	}
 	if c := n.cluster; c != nil && c.gossip != nil {
-		m.Gossip, m.RPC = c.gossip.LocalAddr(), c.wire.Addr()
+		self.Gossip, self.RPC = c.gossip.LocalAddr(), c.wire.Addr()
 	}
-	return m
+	out := api.Cluster{Self: n.cfg.Name, Members: []api.Member{self}}
+	now := time.Now()
+	for _, p := range cv.Peers {
+		m := api.Member{
+			Name: p.Name, ID: p.ID, State: p.State, HTTP: p.Meta.HTTP, RPC: p.Meta.RPC, Version: p.Meta.Ver,
+			Slots: p.Meta.Slots, Tags: p.Meta.Tags, Resources: p.Meta.Res,
+		}
+		if l := p.Load; l != nil && !p.Gone {
+			m.Load = &api.Load{Queued: l.Queued, ByPriority: l.Bands, Running: l.Running, Free: l.Free, FreeRes: l.FreeRes,
+				AgeMS: now.Sub(p.LoadSeen).Milliseconds()}
+		}
+		out.Members = append(out.Members, m)
+	}
+	return out
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -439,9 +448,9 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
-	n.mu.Lock()
-	stopping, draining := n.stopping, n.draining
-	n.mu.Unlock()
+	n.view.mu.RLock()
+	stopping, draining := n.view.stats.Stopping || n.stopCtx.Err() != nil, n.view.stats.Draining
+	n.view.mu.RUnlock()
 	if stopping || draining {
 		reason := "shutting down"
 		if !stopping {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/starlingsched/starling/engine"
 	"github.com/starlingsched/starling/internal/api"
 )
 
@@ -13,7 +14,8 @@ import (
 // submissions (503 draining) and stops stealing, gives back stolen tasks it has not
 // started, keeps running its own queue while its peers steal from it, and once every
 // task it owns has finished (or the drain's timeout passes) it shuts down and leaves the
-// cluster. Its records, and so its tasks' results, go with it.
+// cluster. Its records, and so its tasks' results, go with it. The engine decides;
+// the node stops itself when Ready says Drained.
 
 // Drain starts draining the node and returns at once, with how many of its tasks are
 // unfinished. After timeout the node shuts down whatever is left (0: one hour). Done is
@@ -22,51 +24,13 @@ func (n *Node) Drain(timeout time.Duration) int {
 	if timeout <= 0 {
 		timeout = time.Hour
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.draining || n.stopping {
-		return n.live
+	rep, err := n.call(context.Background(), func(req uint64) engine.Input { return engine.Drain{Req: req, Timeout: timeout} })
+	if err != nil {
+		return 0
 	}
-	n.draining = true
-	if n.cluster != nil && n.started {
-		n.returnQueuedLocked(time.Now())
-	}
-	n.log.Info("draining", slog.Int("unfinished", n.live), slog.Duration("timeout", timeout))
-	// Not counted in n.wg: it ends by calling Shutdown, which waits for n.wg.
-	go n.drain(time.Now().Add(timeout))
-	return n.live
+	n.log.Info("draining", slog.Int("unfinished", rep.Unfinished), slog.Duration("timeout", timeout))
+	return rep.Unfinished
 }
-
-func (n *Node) drain(deadline time.Time) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	grace := 30 * time.Second
-	for {
-		n.mu.Lock()
-		idle := n.live == 0 && n.busy == 0 && (n.cluster == nil || len(n.cluster.foreign) == 0)
-		live := n.live
-		n.mu.Unlock()
-		if idle {
-			break
-		}
-		if time.Now().After(deadline) {
-			n.log.Warn("drain timed out; stopping with tasks unfinished", slog.Int("unfinished", live))
-			grace = time.Second // the drain's time is up: running tasks get a moment, no more
-			break
-		}
-		select {
-		case <-n.stopped:
-			return // shut down meanwhile
-		case <-tick.C:
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	n.Shutdown(ctx)
-}
-
-// Done is closed once the node has stopped (Shutdown, Kill, or the end of a drain).
-func (n *Node) Done() <-chan struct{} { return n.done }
 
 func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 	timeout := time.Hour

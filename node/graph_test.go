@@ -67,7 +67,8 @@ func TestGraph_diamondPassesResults(t *testing.T) {
 	var inputs = make(chan map[string]json.RawMessage, 1)
 	mustHandle(t, n, "join", func(_ context.Context, in *Input) (any, error) {
 		inputs <- in.Deps
-		return sumHandler(context.Background(), in)
+		sum, _ := n.reg.Lookup("sum")
+		return sum(context.Background(), in)
 	})
 	s := submitGraph(t, n, `{"tasks": [
 		{"name": "a", "type": "sum", "payload": 1},

@@ -236,6 +236,8 @@ func blockSlots(t testing.TB, n *Node, slots int) (*gate, []string) {
 	for _, id := range ids {
 		waitState(t, n, id, api.Running)
 	}
+	// Running in the record means the run was ordered; wait for the handlers too.
+	waitFor(t, 5*time.Second, "the block handlers to start", func() bool { return g.count() >= slots })
 	return g, ids
 }
 

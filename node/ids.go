@@ -3,8 +3,8 @@ package node
 import (
 	"crypto/rand"
 	"encoding/base32"
-	"strconv"
-	"strings"
+
+	"github.com/starlingsched/starling/engine"
 )
 
 // Task and graph ids are "<node id>-<sequence>" (graphs: "<node id>-g<sequence>"). The
@@ -22,16 +22,5 @@ func newNodeID() string {
 	return idEncoding.EncodeToString(b[:])
 }
 
-func taskID(nodeID string, seq uint64) string {
-	return nodeID + "-" + strconv.FormatUint(seq, 36)
-}
-
-func graphID(nodeID string, seq uint64) string {
-	return nodeID + "-g" + strconv.FormatUint(seq, 36)
-}
-
 // OwnerOf returns the node id embedded in a task or graph id.
-func OwnerOf(id string) (string, bool) {
-	owner, rest, ok := strings.Cut(id, "-")
-	return owner, ok && len(owner) == 8 && rest != ""
-}
+func OwnerOf(id string) (string, bool) { return engine.OwnerOf(id) }

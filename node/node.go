@@ -5,67 +5,70 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
-	"github.com/starlingsched/starling/internal/api"
-	"github.com/starlingsched/starling/steal"
+	"github.com/starlingsched/starling/engine"
+	"github.com/starlingsched/starling/runner"
 )
 
-// Node is a running Starling node: a scheduler, its worker slots, its handlers and its
-// HTTP API. Create one with New, register handlers with Handle, then Start it;
-// Shutdown stops it.
+// Node is a running Starling node: an engine (package engine) owned by one event
+// loop, the runner's worker slots, the peer plane and the HTTP API. Create one with
+// New, register handlers with Handle, then Start it; Shutdown stops it.
 type Node struct {
-	cfg  Config
-	id   string // random per start; the owner part of task ids
-	log  *slog.Logger
-	exec *execRunner
+	cfg Config
+	id  string // random per start; the owner part of task ids
+	inc uint64
+	log *slog.Logger
 
-	// mu guards everything below it.
-	mu         sync.Mutex
-	handlers   map[string]Handler
-	validators map[string]func([]byte) error
-	seq        uint64
-	store      recordStore
-	graphs     map[string]*graphRun
-	watchers   map[string][]*graphRun // graphs waiting on a task outside them, by task id
-	q          *queue
-	res        *resources
-	busy       int // slots in use
-	live       int // tasks not terminal
-	counts     map[api.State]int
-	stopping   bool
-	draining   bool
-	rng        *rand.Rand
+	reg  *runner.Registry
+	exec *runner.Exec
+	pool *runner.Pool
 
+	// eng belongs to the loop goroutine; nothing else touches it after Start.
+	eng   *engine.Engine
+	inbox chan engine.Input
+	// calls are the requests waiting for the engine's Reply, by request number.
+	callMu sync.Mutex
+	calls  map[uint64]chan engine.Reply
+	reqSeq atomic.Uint64
+
+	view    *view
 	events  *hub
 	metrics *metrics
 
-	// cluster is nil for a node on its own. Its maps are guarded by mu.
-	cluster   *cluster
+	// cluster is nil for a node on its own.
+	cluster   *clusterIO
 	forwarder *http.Client
 
-	ln       net.Listener
-	srv      *http.Server
-	runCtx   context.Context // parent of every handler run
-	stopRuns context.CancelCauseFunc
-	stopped  chan struct{} // closed when Shutdown begins: long polls return
-	done     chan struct{} // closed when the node has stopped
-	wg       sync.WaitGroup
-	started  bool
-	shutOnce sync.Once
-	shutErr  error
+	ln  net.Listener
+	srv *http.Server
+
+	// The goroutine ledger: every goroutine the node starts goes through goFunc,
+	// which refuses once the node is closing; Shutdown and Kill wait for them.
+	gmu     sync.Mutex
+	gwg     sync.WaitGroup
+	closing bool
+	started bool
+
+	stopCtx  context.Context    // ends when Shutdown or Kill begins: long polls and forwards return
+	stopNow  context.CancelFunc //
+	quit     chan struct{}      // closed to end the event loop
+	loopDone chan struct{}      // closed when the loop has returned
+	drained  chan struct{}      // closed when a drain finished: the node stops itself
+	// drainLate: the drain's time ran out; running tasks get a moment, no more.
+	drainLate atomic.Bool
+	done      chan struct{} // closed when the node has stopped
+	shutOnce  sync.Once
+	shutErr   error
 }
 
-// ErrStopped is the cause given to handler runs cancelled by Shutdown.
-var ErrStopped = errors.New("node: shutting down")
+// inboxSize bounds the inputs waiting for the loop; producers block beyond it.
+const inboxSize = 4096
 
 // New validates cfg, binds the HTTP listener and returns a node ready to Start.
 func New(cfg Config) (*Node, error) {
@@ -82,58 +85,60 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.fill()
 	n := &Node{
-		cfg:        cfg,
-		id:         newNodeID(),
-		log:        cfg.Logger,
-		handlers:   builtins(),
-		validators: map[string]func([]byte) error{"sleep": validateSleep},
-		store:      newMemStore(),
-		graphs:     make(map[string]*graphRun),
-		watchers:   make(map[string][]*graphRun),
-		q:          newQueue(),
-		res:        newResources(cfg.Tags, cfg.Resources),
-		counts:     make(map[api.State]int),
-		rng:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		events:     newHub(),
-		ln:         ln,
-		stopped:    make(chan struct{}),
-		done:       make(chan struct{}),
+		cfg:      cfg,
+		id:       newNodeID(),
+		inc:      uint64(time.Now().UnixNano()),
+		reg:      runner.NewRegistry(),
+		inbox:    make(chan engine.Input, inboxSize),
+		calls:    map[uint64]chan engine.Reply{},
+		view:     newView(),
+		events:   newHub(),
+		ln:       ln,
+		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		drained:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
-	n.log = n.log.With(slog.String("node", cfg.Name))
+	n.stopCtx, n.stopNow = context.WithCancel(context.Background())
+	n.log = cfg.Logger.With(slog.String("node", cfg.Name))
+	fail := func(err error) (*Node, error) {
+		ln.Close()
+		return nil, err
+	}
 	if cfg.AllowExec {
-		n.exec, err = newExecRunner(cfg.ExecAllow, cfg.ExecOutputBytes)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("node: %w", err)
+		if n.exec, err = runner.NewExec(cfg.ExecAllow, cfg.ExecOutputBytes); err != nil {
+			return fail(fmt.Errorf("node: %w", err))
 		}
-		n.handlers["exec"] = n.exec.run
-		n.validators["exec"] = func(p []byte) error { _, err := n.exec.check(p); return err }
+		if err := n.reg.Register("exec", n.exec.Run); err != nil {
+			return fail(err)
+		}
+		n.reg.SetValidator("exec", n.exec.Check)
+	}
+	ecfg := engine.Config{
+		ID: n.id, Name: cfg.Name, Inc: n.inc, Slots: cfg.Slots, Tags: cfg.Tags, Resources: cfg.Resources,
+		Types: n.reg.Types(), MaxQueue: cfg.MaxQueue, MaxBatch: cfg.MaxBatch, MaxGraphDepth: cfg.MaxGraphDepth,
+		Retain: cfg.Retain, MaxRecords: cfg.MaxRecords, RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax,
+		Seed: [2]uint64{rand.Uint64(), rand.Uint64()}, Logger: n.log,
 	}
 	if cfg.Cluster != nil {
 		cc := *cfg.Cluster
 		cc.fill()
-		if err := cc.Steal.Validate(); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		n.cluster = &cluster{
-			cfg: cc, inc: uint64(time.Now().UnixNano()),
-			peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*task{},
-			outbox: map[string]*outgoing{}, wake: make(chan struct{}, 1), loadWake: make(chan struct{}, 1),
-			reports: map[string][]report{}, reportWake: make(chan struct{}, 1), cancels: map[string]*pendingCancel{}, onPeer: map[string]map[*task]struct{}{}, done: make(chan struct{}),
-		}
-		n.cluster.thief, err = steal.NewThief(steal.NodeID(n.id), n.cluster.inc, cc.Steal, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
-		if err == nil {
-			n.cluster.victim, err = steal.NewVictim(steal.NodeID(n.id), n.cluster.inc, cc.Steal)
-		}
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		n.cluster.capability = n.capabilityLocked()
+		n.cluster = &clusterIO{cfg: cc}
+		ecfg.Cluster = cc.engineConfig()
 		n.forwarder = newForwarder()
 	}
-	n.runCtx, n.stopRuns = context.WithCancelCause(context.Background())
+	if n.eng, err = engine.New(ecfg); err != nil {
+		return fail(fmt.Errorf("node: %w", err))
+	}
+	n.pool, err = runner.NewPool(runner.Config{
+		Slots: cfg.Slots, MaxResultBytes: cfg.MaxResultBytes, Registry: n.reg, Logger: n.log,
+		Go:   n.goFunc,
+		Done: n.runDone,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("node: %w", err))
+	}
+	n.view.stats = n.eng.Stats()
 	n.metrics = newMetrics(n)
 	n.srv = &http.Server{
 		Handler:           n.routes(),
@@ -147,55 +152,52 @@ func New(cfg Config) (*Node, error) {
 }
 
 // Handle registers h for tasks of type typ. Types are 1–128 characters of letters,
-// digits and _ . : / -, starting with a letter or digit. A type can be registered once.
+// digits and _ . : / -, starting with a letter or digit. A type can be registered
+// once. A handler registered after Start is announced to the peers.
 func (n *Node) Handle(typ string, h Handler) error {
-	if !typeName.MatchString(typ) {
-		return fmt.Errorf("node: bad task type %q: use 1-128 letters, digits, _ . : / -", typ)
+	if err := n.reg.Register(typ, h); err != nil {
+		if errors.Is(err, runner.ErrHandlerExists) {
+			return fmt.Errorf("%w: %q", ErrHandlerExists, typ)
+		}
+		return err
 	}
-	if h == nil {
-		return errors.New("node: nil handler")
+	types := n.reg.Types()
+	n.gmu.Lock()
+	if !n.started {
+		// The loop does not run yet: whoever holds gmu owns the engine.
+		n.eng.Step(time.Now(), engine.SetTypes{Types: types})
+		n.eng.Ready()
+		n.eng.Advance()
+		n.gmu.Unlock()
+		return nil
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.handlers[typ]; ok {
-		return fmt.Errorf("%w: %q", ErrHandlerExists, typ)
+	n.gmu.Unlock()
+	if !n.send(engine.SetTypes{Types: types}) {
+		return errors.New("node: stopped")
 	}
-	handlers := maps.Clone(n.handlers) // copy on write: see registry
-	handlers[typ] = h
-	n.handlers = handlers
-	for _, c := range n.q.classes {
-		c.unfit = n.unfitLocked(c.typ, c.needs)
-	}
-	if c := n.cluster; c != nil {
-		c.capability = n.capabilityLocked()
-		if c.gossip != nil && !n.stopping {
-			md := n.metaLocked(c.wire.Addr())
-			n.goFunc(func() {
-				if b, err := msgpack.Marshal(md); err == nil {
-					c.gossip.UpdateMeta(b)
-				}
-			})
+	if c := n.cluster; c != nil && c.gossip != nil {
+		if err := c.updateMeta(n, types); err != nil {
+			return fmt.Errorf("node: announce the new handler: %w", err)
 		}
 	}
-	n.dispatchLocked()
 	return nil
 }
 
-// Start serves the API and starts the background work. It returns at once.
+// Start serves the API and starts the event loop and the peer plane. It returns at
+// once.
 func (n *Node) Start() error {
-	n.mu.Lock()
-	if n.started || n.stopping {
-		n.mu.Unlock()
+	n.gmu.Lock()
+	if n.started || n.closing {
+		n.gmu.Unlock()
 		return errors.New("node: Start called twice or after Shutdown")
 	}
 	n.started = true
-	n.mu.Unlock()
+	n.gmu.Unlock()
+	// The loop first: the peer plane's callbacks feed it.
+	n.goFunc(n.loop)
 	if n.cluster != nil {
 		if err := n.startCluster(); err != nil {
-			n.mu.Lock()
-			n.stopping = true
-			n.mu.Unlock()
-			n.ln.Close()
+			n.Kill()
 			return err
 		}
 	}
@@ -204,76 +206,306 @@ func (n *Node) Start() error {
 			n.log.Error("http server stopped", slog.Any("err", err))
 		}
 	})
-	n.goFunc(n.janitor)
+	// Not in the ledger: it calls Shutdown, which waits for the ledger.
+	go n.stopWhenDrained()
 	n.log.Info("node started", slog.String("http", n.HTTPAddr()), slog.String("id", n.id),
 		slog.Int("slots", n.cfg.Slots), slog.Any("tags", n.cfg.Tags))
 	return nil
 }
 
-// Run starts the node and blocks until ctx is done, then shuts it down, giving running
-// tasks up to grace to finish.
+// stopWhenDrained shuts the node down once a drain has finished.
+func (n *Node) stopWhenDrained() {
+	select {
+	case <-n.drained:
+	case <-n.stopCtx.Done():
+		return
+	}
+	grace := 30 * time.Second
+	if n.drainLate.Load() {
+		grace = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	n.Shutdown(ctx)
+}
+
+// Run starts the node and blocks until ctx is done or a drain has stopped the node,
+// then shuts it down, giving running tasks up to grace to finish.
 func (n *Node) Run(ctx context.Context, grace time.Duration) error {
 	if err := n.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.done:
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	return n.Shutdown(sctx)
 }
 
+// goFunc runs f on a goroutine that Shutdown waits for. It refuses (false) once the
+// node is closing.
+func (n *Node) goFunc(f func()) bool {
+	n.gmu.Lock()
+	defer n.gmu.Unlock()
+	if n.closing {
+		return false
+	}
+	n.gwg.Add(1)
+	go func() {
+		defer n.gwg.Done()
+		f()
+	}()
+	return true
+}
+
+// send gives the loop an input; false once the loop has stopped.
+func (n *Node) send(in engine.Input) bool {
+	select {
+	case n.inbox <- in:
+		return true
+	case <-n.quit:
+		return false
+	}
+}
+
+// errStopping answers a request that arrives while the node stops.
+var errStopping = apiUnavailable("the node is shutting down; retry against another node")
+
+// call sends a request to the loop and waits for the engine's Reply.
+func (n *Node) call(ctx context.Context, mk func(req uint64) engine.Input) (engine.Reply, error) {
+	req := n.reqSeq.Add(1)
+	ch := make(chan engine.Reply, 1)
+	n.callMu.Lock()
+	n.calls[req] = ch
+	n.callMu.Unlock()
+	defer func() {
+		n.callMu.Lock()
+		delete(n.calls, req)
+		n.callMu.Unlock()
+	}()
+	if !n.send(mk(req)) {
+		return engine.Reply{}, errStopping
+	}
+	select {
+	case r := <-ch:
+		return r, r.Err
+	case <-n.quit:
+		return engine.Reply{}, errStopping
+	case <-ctx.Done():
+		return engine.Reply{}, ctx.Err()
+	}
+}
+
+// runDone feeds the end of a run back to the loop (on the runner's worker).
+func (n *Node) runDone(d runner.Done) {
+	n.send(engine.RunDone{ID: d.ID, Epoch: d.Epoch, Attempt: d.Attempt, Result: d.Result, Err: d.Err, Stopped: d.Stopped, Elapsed: d.Elapsed})
+	n.metrics.runSeconds.Observe(d.Elapsed.Seconds())
+}
+
+// loop is the event loop: the one goroutine that owns the engine. It takes inputs
+// (as many as are waiting, so one Ready serves a burst), steps the engine, and
+// carries out what it decided.
+func (n *Node) loop() {
+	defer close(n.loopDone)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var wake time.Time
+	for {
+		select {
+		case in := <-n.inbox:
+			n.eng.Step(time.Now(), in)
+		more:
+			for range 255 {
+				select {
+				case in := <-n.inbox:
+					n.eng.Step(time.Now(), in)
+				default:
+					break more
+				}
+			}
+		case <-timer.C:
+			wake = time.Time{}
+			n.eng.Step(time.Now(), engine.Tick{})
+		case <-n.quit:
+			return
+		}
+		rd := n.eng.Ready()
+		n.apply(&rd)
+		n.eng.Advance()
+		if !rd.Wake.Equal(wake) {
+			wake = rd.Wake
+			if wake.IsZero() {
+				timer.Stop()
+			} else {
+				timer.Reset(time.Until(wake))
+			}
+		}
+	}
+}
+
+// apply carries out a Ready in the order the engine requires: persist, send, start
+// and stop runs, answer and publish.
+func (n *Node) apply(rd *engine.Ready) {
+	// 1. Writes: the in-memory node keeps its records in the engine; a durable
+	// store persists rd.Writes here, before anything below.
+	// 2. Messages.
+	if c := n.cluster; c != nil {
+		c.carryOut(n, rd)
+	}
+	// 3. Runs.
+	for _, s := range rd.Stop {
+		n.pool.Stop(s.ID, s.Epoch, stopCause(s))
+	}
+	for _, r := range rd.Start {
+		n.pool.Start(runner.Run{ID: r.ID, Attempt: r.Attempt, Epoch: r.Epoch, Type: r.Type, Payload: r.Payload, Deps: r.Deps})
+	}
+	// 4. Replies and events; 5. the read view.
+	n.view.publish(rd, n.eng.Stats())
+	for _, e := range rd.Events {
+		n.events.publish(e)
+	}
+	if len(rd.Replies) > 0 {
+		n.callMu.Lock()
+		for _, r := range rd.Replies {
+			if ch := n.calls[r.Req]; ch != nil {
+				ch <- r
+			}
+		}
+		n.callMu.Unlock()
+	}
+	if rd.Drained {
+		if rd.DrainTimedOut {
+			n.drainLate.Store(true)
+			n.log.Warn("drain timed out; stopping with tasks unfinished", slog.Int("unfinished", n.view.stats.Live))
+		}
+		select {
+		case <-n.drained:
+		default:
+			close(n.drained)
+		}
+	}
+}
+
+func stopCause(s engine.StopRun) error {
+	switch s.Reason {
+	case engine.StopTimeout:
+		return runner.TimeoutError{D: s.Timeout}
+	case engine.StopShutdown:
+		return runner.ErrStopped
+	}
+	return runner.ErrCancelled
+}
+
 // Shutdown stops the node: it refuses new work, ends long polls, lets running tasks
 // finish until ctx is done and then cancels them, and waits for every goroutine it
-// started. Tasks still queued are lost with the node (in a cluster, their owner
-// answers for them). It is idempotent.
+// started — or for ctx, whichever comes first. Tasks still queued are lost with the
+// node (in a cluster, their owner answers for them). It is idempotent.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutOnce.Do(func() {
-		n.beginStop(true)
+		n.send(engine.Stop{Graceful: true})
+		n.stopNow()
+		n.events.close()
 		if err := n.srv.Shutdown(ctx); err != nil {
 			n.srv.Close()
 		}
 		n.waitIdle(ctx)
-		n.stopRuns(ErrStopped)
+		n.pool.StopAll(ErrStopped)
+		// Runs that honour their context end now: give their ends a moment to be
+		// recorded (failed: shutting down; reports to owners), even past ctx.
+		tail, cancel := afterCtx(ctx, stopTail)
+		defer cancel()
+		n.waitIdle(tail)
 		if n.cluster != nil {
-			n.flushReports(ctx)
-			n.stopCluster(ctx, true)
+			n.flushReports(tail)
 		}
-		n.endStop()
-		close(n.done)
+		n.finish(tail, true)
 		n.log.Info("node stopped")
 		if ctx.Err() != nil {
 			n.shutErr = fmt.Errorf("node: shutdown: running tasks cancelled: %w", ctx.Err())
 		}
 	})
+	<-n.done
 	return n.shutErr
 }
 
-// beginStop refuses new work and ends long polls and event streams; a graceful stop
-// also hands stolen tasks that have not started back to their owners.
-func (n *Node) beginStop(graceful bool) {
-	n.mu.Lock()
-	n.stopping = true
-	if graceful && n.cluster != nil && n.started {
-		// Stolen tasks that have not started go back to their owners now, rather than
-		// wait for this node's departure (and cost them a node loss).
-		n.returnQueuedLocked(time.Now())
-	}
-	n.mu.Unlock()
-	close(n.stopped)
-	n.events.close()
-	if !n.started {
-		n.ln.Close()
+// Kill stops the node abruptly, as a crash would: no graceful leave, running tasks
+// cancelled at once, queued ones dropped. Peers find out through gossip. For tests
+// and simulations (testcluster); programs use Shutdown.
+func (n *Node) Kill() {
+	n.shutOnce.Do(func() {
+		n.send(engine.Stop{})
+		n.stopNow()
+		n.events.close()
+		n.srv.Close()
+		n.pool.StopAll(ErrStopped)
+		ctx, cancel := context.WithTimeout(context.Background(), stopTail)
+		defer cancel()
+		n.finish(ctx, false)
+		n.log.Info("node killed")
+	})
+	<-n.done
+}
+
+// stopTail is how long a stopping node waits, past its deadline, for runs it
+// cancelled to end and for its own goroutines to finish.
+const stopTail = 500 * time.Millisecond
+
+// afterCtx returns a context that ends d after ctx ends (at the earliest d from now).
+func afterCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	tail, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { // on its own goroutine, for at most d
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-tail.Done():
+		}
+	})
+	return tail, func() {
+		stop()
+		cancel()
 	}
 }
 
-// waitIdle waits until no task runs, or ctx ends.
+// finish ends the loop and the peer plane and waits for the ledger's goroutines
+// until ctx ends.
+func (n *Node) finish(ctx context.Context, leave bool) {
+	n.gmu.Lock()
+	n.closing = true
+	started := n.started
+	n.gmu.Unlock()
+	if !started {
+		n.ln.Close()
+	}
+	close(n.quit) // the loop ends; producers' sends fail at once from now on
+	if n.cluster != nil {
+		n.cluster.stop(n, ctx, leave)
+	}
+	n.pool.Close()
+	waited := make(chan struct{})
+	go func() { // ends when the ledger is empty; a stuck handler keeps only this one
+		n.gwg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		n.log.Warn("stopped before every goroutine ended (a handler ignores its context?)")
+	}
+	close(n.done)
+}
+
+// waitIdle waits until the engine has seen every run end, or ctx ends.
 func (n *Node) waitIdle(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		n.mu.Lock()
-		busy := n.busy
-		n.mu.Unlock()
+		n.view.mu.RLock()
+		busy := n.view.stats.Busy
+		n.view.mu.RUnlock()
 		if busy == 0 {
 			return
 		}
@@ -285,27 +517,23 @@ func (n *Node) waitIdle(ctx context.Context) {
 	}
 }
 
-// endStop stops pending retries and waits for every goroutine the node started.
-func (n *Node) endStop() {
-	n.mu.Lock()
-	n.store.each(func(t *task) bool {
-		if t.retryTimer != nil {
-			t.retryTimer.Stop()
+// flushReports gives the owners of the runs this node finished a moment to
+// acknowledge them before the node goes.
+func (n *Node) flushReports(ctx context.Context) {
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n.view.mu.RLock()
+		pending := n.view.stats.Outbox
+		n.view.mu.RUnlock()
+		if pending == 0 {
+			return
 		}
-		return true
-	})
-	n.mu.Unlock()
-	n.wg.Wait()
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
-// goFunc runs f on a goroutine that Shutdown waits for.
-func (n *Node) goFunc(f func()) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		f()
-	}()
-}
+// Done is closed once the node has stopped (Shutdown, Kill, or the end of a drain).
+func (n *Node) Done() <-chan struct{} { return n.done }
 
 // ID is the node's random id, the owner part of the task ids it hands out.
 func (n *Node) ID() string { return n.id }
@@ -320,49 +548,4 @@ func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
 
 // Types lists the task types this node can run.
-func (n *Node) Types() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.typesLocked()
-}
-
-// janitor drops finished records past retention. It looks often enough that a record
-// outlives Retain by at most half of it (and never by more than a second).
-func (n *Node) janitor() {
-	tick := time.NewTicker(min(max(n.cfg.Retain/2, 10*time.Millisecond), time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.stopped:
-			return
-		case now := <-tick.C:
-			n.mu.Lock()
-			n.expireLocked(now)
-			n.mu.Unlock()
-		}
-	}
-}
-
-// Kill stops the node abruptly, as a crash would: no graceful leave, running tasks
-// cancelled at once, queued ones dropped. Peers find out through gossip. For tests
-// and simulations (testcluster); programs use Shutdown.
-func (n *Node) Kill() {
-	n.shutOnce.Do(func() {
-		n.beginStop(false)
-		n.srv.Close()
-		n.stopRuns(ErrStopped)
-		if n.cluster != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			n.stopCluster(ctx, false)
-			cancel()
-		}
-		n.endStop()
-		close(n.done)
-		n.log.Info("node killed")
-	})
-}
-
-// typesLocked lists the task types this node has handlers for.
-func (n *Node) typesLocked() []string {
-	return slices.Sorted(maps.Keys(n.handlers))
-}
+func (n *Node) Types() []string { return n.reg.Types() }

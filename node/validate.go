@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/internal/api"
+	"github.com/starlingsched/starling/runner"
 )
 
 // Limits on spec fields that are not configurable.
@@ -158,27 +159,12 @@ func jsonKind(goType string) string {
 	return goType
 }
 
-// registry is a snapshot of the node's handlers. Handle replaces the maps rather than
-// changing them, so a snapshot can be read without the lock.
-type registry struct {
-	handlers   map[string]Handler
-	validators map[string]func([]byte) error
-}
-
-func (n *Node) registry() registry {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return registry{n.handlers, n.validators}
-}
-
 // validate checks one decoded spec against this node's handlers and limits.
-func (n *Node) validate(reg registry, s *api.Spec) error {
+func (n *Node) validate(s *api.Spec) error {
 	if s.Type == "" {
 		return specErr("type", "missing; name a task type (%s)", strings.Join(n.Types(), ", "))
 	}
-	_, known := reg.handlers[s.Type]
-	check := reg.validators[s.Type]
-	if !known && !n.peerHasType(s.Type) {
+	if !n.reg.Has(s.Type) && !n.peerHasType(s.Type) {
 		if s.Type == "exec" {
 			return &api.Error{Status: http.StatusForbidden, Code: api.CodeForbidden, Field: "type",
 				Message: "type: exec is disabled on this node (start the agent with --allow-exec)"}
@@ -192,9 +178,9 @@ func (n *Node) validate(reg registry, s *api.Spec) error {
 	if string(s.Payload) == "null" {
 		s.Payload = nil
 	}
-	if check != nil {
-		if err := check(s.Payload); err != nil {
-			if errors.Is(err, errExecNotAllowed) {
+	if n.reg.Has(s.Type) {
+		if err := n.reg.Validate(s.Type, s.Payload); err != nil {
+			if errors.Is(err, runner.ErrExecNotAllowed) {
 				return &api.Error{Status: http.StatusForbidden, Code: api.CodeForbidden, Field: "payload.argv", Message: "payload.argv: " + err.Error()}
 			}
 			return specErr("payload", "%v", err)
@@ -252,10 +238,10 @@ func (n *Node) peerHasType(typ string) bool {
 	if n.cluster == nil {
 		return false
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, p := range n.cluster.peers {
-		if !p.gone && slices.Contains(p.meta.Types, typ) {
+	n.view.mu.RLock()
+	defer n.view.mu.RUnlock()
+	for _, p := range n.view.cluster.Peers {
+		if !p.Gone && slices.Contains(p.Meta.Types, typ) {
 			return true
 		}
 	}

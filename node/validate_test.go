@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -131,20 +132,24 @@ func TestSubmitValidatesInGo(t *testing.T) {
 	}
 }
 
+func noopHandler(context.Context, *Input) (any, error) { return nil, nil }
+
+func echoHandler(_ context.Context, in *Input) (any, error) { return in.Payload, nil }
+
 func TestHandleRegistration(t *testing.T) {
 	n := newTestNode(t, nil)
 	for _, typ := range []string{"", "-x", "has space", strings.Repeat("a", 129)} {
-		if err := n.Handle(typ, builtins()["noop"]); err == nil {
+		if err := n.Handle(typ, noopHandler); err == nil {
 			t.Errorf("Handle(%q) accepted a bad type name", typ)
 		}
 	}
-	if err := n.Handle("noop", builtins()["noop"]); !errors.Is(err, ErrHandlerExists) {
+	if err := n.Handle("noop", noopHandler); !errors.Is(err, ErrHandlerExists) {
 		t.Errorf("registering noop twice: %v, want ErrHandlerExists", err)
 	}
 	if err := n.Handle("ok-name", nil); err == nil {
 		t.Error("Handle accepted a nil handler")
 	}
-	if err := n.Handle("img/resize:v2", builtins()["echo"]); err != nil {
+	if err := n.Handle("img/resize:v2", echoHandler); err != nil {
 		t.Fatalf("Handle(img/resize:v2): %v", err)
 	}
 	if r := waitTerminal(t, n, submit(t, n, `{"type":"img/resize:v2","payload":[1]}`).ID); r.State != api.Succeeded {

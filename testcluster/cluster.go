@@ -33,6 +33,9 @@ type Options struct {
 	// before it starts, on every start: a handler only some nodes have, or one that
 	// knows which node runs it.
 	NodeHandlers func(i int, name string) map[string]node.Handler
+	// Profile names the nodes' timers (node.ClusterProfile): fast (the default, for
+	// tests), local or lan.
+	Profile string
 	// Configure may change node i's configuration before it starts.
 	Configure func(i int, cfg *node.Config)
 	// Logger receives every node's logs (default: discard).
@@ -102,7 +105,14 @@ func (c *Cluster) startNode(i int) error {
 	cfg.Name = m.name
 	cfg.Slots = c.opts.Slots
 	cfg.Logger = c.opts.Logger
-	cc := node.FastClusterConfig() // Configure may change the timers
+	profile := c.opts.Profile
+	if profile == "" {
+		profile = "fast"
+	}
+	cc, err := node.ClusterProfile(profile) // Configure may change the timers
+	if err != nil {
+		return err
+	}
 	for _, other := range c.live() {
 		if other != m {
 			if addr := other.node.Members().Members[0].Gossip; addr != "" {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/invariant"
 	"github.com/starlingsched/starling/node"
 	"github.com/starlingsched/starling/testcluster"
 )
@@ -19,14 +20,14 @@ func TestFaults_thiefKilledMidSteal(t *testing.T) {
 	victim := c.Node(3).Name()
 	var ids []string
 	ids = append(ids, submit(t, c, 0, works(40, 15)...)...)
-	rec.waitRun(t, 10*time.Second, "on the thief", func(ru run) bool { return ru.Node == victim })
+	rec.waitRun(t, 10*time.Second, "on the thief", func(ru invariant.Run) bool { return ru.Node == victim })
 	// Kill it while work keeps coming: grants to it are parked, acknowledged or
 	// running.
 	ids = append(ids, submit(t, c, 0, works(40, 15)...)...)
 	c.Kill(3)
 	ids = append(ids, submit(t, c, 0, works(40, 15)...)...)
 	recs := await(t, c, ids, 40*time.Second)
-	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{victim}})
+	checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded, Died: []string{victim}})
 	lost := 0
 	for i, r := range recs {
 		for _, ru := range rec.of(ids[i]) {
@@ -46,10 +47,10 @@ func TestFaults_executorKilledMidRun(t *testing.T) {
 	c := start(t, rec, testcluster.Options{Nodes: 3, Slots: 1})
 	executor := c.Node(2).Name()
 	ids := submit(t, c, 0, works(6, 500)...)
-	rec.waitRun(t, 10*time.Second, "on node 2", func(ru run) bool { return ru.Node == executor })
+	rec.waitRun(t, 10*time.Second, "on node 2", func(ru invariant.Run) bool { return ru.Node == executor })
 	c.Kill(2)
 	recs := await(t, c, ids, 30*time.Second)
-	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{executor}})
+	checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded, Died: []string{executor}})
 	rerun := 0
 	for i, r := range recs {
 		runs := rec.of(ids[i])
@@ -77,12 +78,12 @@ func TestFaults_ownerKilled(t *testing.T) {
 	// One task running on the owner, one stolen and running on node 1, one that
 	// no node can run, queued on the owner.
 	ids := submit(t, c, 0, gateSpec("owner"))
-	rec.waitRun(t, 5*time.Second, "on the owner", func(ru run) bool { return ru.Node == owner })
+	rec.waitRun(t, 5*time.Second, "on the owner", func(ru invariant.Run) bool { return ru.Node == owner })
 	stolen := submit(t, c, 0, workSpec(60_000))[0]
 	stuck := workSpec(10)
 	stuck.Requires = &client.Requires{Tags: []string{"nowhere"}}
 	ids = append(ids, stolen, submit(t, c, 0, stuck)[0])
-	rec.waitRun(t, 10*time.Second, "of the stolen task", func(ru run) bool { return ru.ID == stolen })
+	rec.waitRun(t, 10*time.Second, "of the stolen task", func(ru invariant.Run) bool { return ru.ID == stolen })
 
 	c.Kill(0)
 	for k := 1; k < 3; k++ {
@@ -110,7 +111,7 @@ func TestFaults_ownerKilled(t *testing.T) {
 		return nil
 	})
 	more := submit(t, c, 1, works(4, 10)...)
-	checkInvariants(t, c, rec, more, await(t, c, more, 10*time.Second), invariants{want: client.Succeeded})
+	checkInvariants(t, c, rec, more, await(t, c, more, 10*time.Second), invariant.Options{Want: client.Succeeded})
 }
 
 func TestFaults_nodeLossBudget(t *testing.T) {
@@ -120,9 +121,9 @@ func TestFaults_nodeLossBudget(t *testing.T) {
 	}})
 	defer rec.open("owner")
 	submit(t, c, 0, gateSpec("owner"))
-	rec.waitRun(t, 5*time.Second, "on the owner", func(ru run) bool { return ru.Node == c.Node(0).Name() })
+	rec.waitRun(t, 5*time.Second, "on the owner", func(ru invariant.Run) bool { return ru.Node == c.Node(0).Name() })
 	id := submit(t, c, 0, workSpec(60_000))[0]
-	rec.waitRun(t, 10*time.Second, "on the thief", func(ru run) bool { return ru.ID == id && ru.Node == c.Node(1).Name() })
+	rec.waitRun(t, 10*time.Second, "on the thief", func(ru invariant.Run) bool { return ru.ID == id && ru.Node == c.Node(1).Name() })
 	c.Kill(1)
 	got := waitState(t, c, 0, id, client.Failed, 10*time.Second)
 	if !strings.HasPrefix(got.Error, "node lost") || got.NodeLosses != 1 {
@@ -139,7 +140,7 @@ func TestFaults_partitionThenHeal(t *testing.T) {
 	ids := submit(t, c, 0, works(30, 30)...)
 	ids = append(ids, submit(t, c, 2, works(30, 30)...)...)
 	// Wait until work crossed the cut to be.
-	rec.waitRun(t, 10*time.Second, "of node 0's tasks on nodes 2 or 3", func(ru run) bool {
+	rec.waitRun(t, 10*time.Second, "of node 0's tasks on nodes 2 or 3", func(ru invariant.Run) bool {
 		return strings.HasPrefix(ru.ID, c.Node(0).ID()) && (ru.Node == c.Node(2).Name() || ru.Node == c.Node(3).Name())
 	})
 	c.Partition([]int{0, 1}, []int{2, 3})
@@ -157,8 +158,8 @@ func TestFaults_partitionThenHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := await(t, c, ids, 30*time.Second)
-	dups := checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, partitioned: true})
-	t.Logf("%d duplicate runs across the partition", dups)
+	rep := checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded, Partitioned: true})
+	t.Logf("%d duplicate runs across the partition", rep.Duplicates)
 
 	// Healed, the two sides work together again: with nodes 0 and 1 held by
 	// gates, node 0's tasks run on nodes 2 and 3.
@@ -180,13 +181,13 @@ func TestFaults_stopAndRestart(t *testing.T) {
 	name := c.Node(1).Name()
 	oldID := c.Node(1).ID()
 	ids := submit(t, c, 0, works(30, 20)...)
-	rec.waitRun(t, 10*time.Second, "on node 1", func(ru run) bool { return ru.Node == name })
+	rec.waitRun(t, 10*time.Second, "on node 1", func(ru invariant.Run) bool { return ru.Node == name })
 	c.Stop(1)
 	for _, k := range []int{0, 2} {
 		waitPeerState(t, c, k, name, "left", 10*time.Second)
 	}
 	recs := await(t, c, ids, 30*time.Second)
-	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{name}})
+	checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded, Died: []string{name}})
 
 	if err := c.Restart(1); err != nil {
 		t.Fatal(err)
@@ -233,7 +234,7 @@ func TestFaults_pauseThenResume(t *testing.T) {
 	// Node 0 is held by a gate: nodes 1 and 2 run its tasks.
 	submit(t, c, 0, gateSpec("owner"))
 	ids := submit(t, c, 0, works(6, 400)...)
-	rec.waitRun(t, 10*time.Second, "on node 2", func(ru run) bool { return ru.Node == paused })
+	rec.waitRun(t, 10*time.Second, "on node 2", func(ru invariant.Run) bool { return ru.Node == paused })
 	// Node 2 stops answering, without dying: the others declare it dead and run
 	// its tasks again; it declares them dead and gives up their tasks.
 	c.Pause(2)
@@ -251,7 +252,7 @@ func TestFaults_pauseThenResume(t *testing.T) {
 	if err := c.WaitConverged(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded, died: []string{paused}})
+	checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded, Died: []string{paused}})
 	defer rec.open("resumed")
 	submit(t, c, 1, gateSpec("resumed"))
 	after := submit(t, c, 0, works(4, 10)...)

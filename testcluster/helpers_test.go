@@ -5,40 +5,38 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/invariant"
 	"github.com/starlingsched/starling/node"
 	"github.com/starlingsched/starling/testcluster"
 )
 
-// run is one run of a task as a handler saw it.
-type run struct {
-	ID      string
-	Attempt int
-	Node    string
-	Start   time.Time
-	End     time.Time // zero while it runs
-	Err     error
-}
-
-// recorder counts every run of the "work" and "gate" handlers, on every node.
+// recorder records every run of the "work" and "gate" handlers, on every node, in
+// an invariant.Recorder, and holds the gates.
 //
 //	"work" {"ms": N}      sleeps N ms (or until its run is cancelled)
 //	"gate" {"gate": "a"}  blocks until gate "a" is opened (or its run is cancelled)
+//
+// Both return {"node": name} when they end without being cancelled.
 type recorder struct {
-	mu    sync.Mutex
-	runs  []*run
-	gates map[string]chan struct{}
-	seen  chan struct{} // signalled on every start and end
+	*invariant.Recorder
+
+	gateLock sync.Mutex // guards gates
+	gates    map[string]chan struct{}
+	seen     chan struct{} // signalled on every start and end
 }
 
 func newRecorder() *recorder {
-	return &recorder{gates: map[string]chan struct{}{}, seen: make(chan struct{}, 1)}
+	return &recorder{
+		Recorder: invariant.NewRecorder(time.Now),
+		gates:    map[string]chan struct{}{},
+		seen:     make(chan struct{}, 1),
+	}
 }
 
 // handlers are the recorder's handlers for node name; use them as
@@ -50,16 +48,14 @@ func (r *recorder) handlers(_ int, name string) map[string]node.Handler {
 			if err := in.Decode(&p); err != nil {
 				return nil, err
 			}
-			ru := r.start(in, name)
+			end := r.start(in, name)
 			t := time.NewTimer(time.Duration(p.MS * float64(time.Millisecond)))
 			defer t.Stop()
 			select {
 			case <-t.C:
-				r.end(ru, nil)
-				return map[string]string{"node": name}, nil
+				return end(map[string]string{"node": name}, nil)
 			case <-ctx.Done():
-				r.end(ru, context.Cause(ctx))
-				return nil, context.Cause(ctx)
+				return end(nil, context.Cause(ctx))
 			}
 		},
 		"gate": func(ctx context.Context, in *node.Input) (any, error) {
@@ -67,33 +63,27 @@ func (r *recorder) handlers(_ int, name string) map[string]node.Handler {
 			if err := in.Decode(&p); err != nil {
 				return nil, err
 			}
-			ru := r.start(in, name)
+			end := r.start(in, name)
 			select {
 			case <-r.gate(p.Gate):
-				r.end(ru, nil)
-				return map[string]string{"node": name}, nil
+				return end(map[string]string{"node": name}, nil)
 			case <-ctx.Done():
-				r.end(ru, context.Cause(ctx))
-				return nil, context.Cause(ctx)
+				return end(nil, context.Cause(ctx))
 			}
 		},
 	}
 }
 
-func (r *recorder) start(in *node.Input, name string) *run {
-	ru := &run{ID: in.ID, Attempt: in.Attempt, Node: name, Start: time.Now()}
-	r.mu.Lock()
-	r.runs = append(r.runs, ru)
-	r.mu.Unlock()
+// start records the start of a run on node name, and returns the function that
+// records its end and returns what the handler returns.
+func (r *recorder) start(in *node.Input, name string) func(result any, err error) (any, error) {
+	end := r.Start(in.ID, in.Attempt, name)
 	r.signal()
-	return ru
-}
-
-func (r *recorder) end(ru *run, err error) {
-	r.mu.Lock()
-	ru.End, ru.Err = time.Now(), err
-	r.mu.Unlock()
-	r.signal()
+	return func(result any, err error) (any, error) {
+		end(result, err)
+		r.signal()
+		return result, err
+	}
 }
 
 func (r *recorder) signal() {
@@ -104,8 +94,8 @@ func (r *recorder) signal() {
 }
 
 func (r *recorder) gate(name string) chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.gateLock.Lock()
+	defer r.gateLock.Unlock()
 	g := r.gates[name]
 	if g == nil {
 		g = make(chan struct{})
@@ -117,8 +107,8 @@ func (r *recorder) gate(name string) chan struct{} {
 // open opens a gate: its runs return, and later ones do not block.
 func (r *recorder) open(name string) {
 	g := r.gate(name)
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.gateLock.Lock()
+	defer r.gateLock.Unlock()
 	select {
 	case <-g:
 	default:
@@ -126,21 +116,10 @@ func (r *recorder) open(name string) {
 	}
 }
 
-// snapshot copies the runs so far, in start order.
-func (r *recorder) snapshot() []run {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]run, len(r.runs))
-	for i, ru := range r.runs {
-		out[i] = *ru
-	}
-	return out
-}
-
 // of returns the runs of task id.
-func (r *recorder) of(id string) []run {
-	var out []run
-	for _, ru := range r.snapshot() {
+func (r *recorder) of(id string) []invariant.Run {
+	var out []invariant.Run
+	for _, ru := range r.Runs() {
 		if ru.ID == id {
 			out = append(out, ru)
 		}
@@ -149,12 +128,12 @@ func (r *recorder) of(id string) []run {
 }
 
 // waitRun waits until a run matching f has started, and returns it.
-func (r *recorder) waitRun(t testing.TB, timeout time.Duration, what string, f func(run) bool) run {
+func (r *recorder) waitRun(t testing.TB, timeout time.Duration, what string, f func(invariant.Run) bool) invariant.Run {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		for _, ru := range r.snapshot() {
+		for _, ru := range r.Runs() {
 			if f(ru) {
 				return ru
 			}
@@ -170,88 +149,41 @@ func (r *recorder) waitRun(t testing.TB, timeout time.Duration, what string, f f
 
 func (r *recorder) String() string {
 	var b strings.Builder
-	for _, ru := range r.snapshot() {
-		fmt.Fprintf(&b, "\n  %s attempt %d on %s", ru.ID, ru.Attempt, ru.Node)
-		if ru.End.IsZero() {
-			b.WriteString(" (running)")
-		} else if ru.Err != nil {
-			fmt.Fprintf(&b, " (ended: %v)", ru.Err)
-		}
+	for _, ru := range r.Runs() {
+		b.WriteString("\n  ")
+		b.WriteString(ru.String())
 	}
 	return b.String()
 }
 
-// invariants says what checkInvariants expects.
-type invariants struct {
-	// want is the terminal state every task must end in ("" accepts any).
-	want client.State
-	// died names the nodes killed or stopped during the test: only a task that ran on
-	// one of them may have run more than once.
-	died []string
-	// partitioned allows duplicate runs anywhere (a task may run twice across a
-	// partition); they are still counted and logged.
-	partitioned bool
-}
-
-// checkInvariants checks what DESIGN.md §4 promises for tasks ids, whose records recs
-// are (in order): every accepted task ends in exactly one terminal state, none is
-// lost, and a task runs more than once only if a node it ran on died. It asks every
-// live node for every record again, to see that they agree and that the outcome
-// does not change, and returns the number of duplicate runs.
-func checkInvariants(t testing.TB, c *testcluster.Cluster, rec *recorder, ids []string, recs []client.Task, inv invariants) int {
+// checkInvariants checks package invariant's invariants for tasks ids, whose records
+// recs are (in order, as await returned them), against every run rec saw: every
+// acknowledged task ends in exactly one terminal state (opts.Want when set) with the
+// result of one of its runs, none is lost, and a task runs more than once only if a
+// node it ran on died (opts.Died) or across a partition (opts.Partitioned). It asks
+// every live node for every record again (a sample of them for big runs) and feeds
+// the answers in as observations: every node must answer the outcome of the record,
+// and none may answer a task non-terminal again. It fails t with at most 20
+// violations and returns the report.
+func checkInvariants(t testing.TB, c *testcluster.Cluster, rec *recorder, ids []string, recs []client.Task, opts invariant.Options) invariant.Report {
 	t.Helper()
 	if len(recs) != len(ids) {
 		t.Fatalf("%d records for %d tasks", len(recs), len(ids))
 	}
-	runs := map[string][]run{}
-	for _, ru := range rec.snapshot() {
-		runs[ru.ID] = append(runs[ru.ID], ru)
-	}
-	dups, bad := 0, 0
-	fail := func(format string, args ...any) {
-		t.Helper()
-		if bad++; bad <= 20 {
-			t.Errorf(format, args...)
-		}
-	}
 	for i, r := range recs {
-		id := ids[i]
-		if r.ID != id {
-			fail("record %d is of task %q, want %q", i, r.ID, id)
-			continue
-		}
-		if !r.State.Terminal() {
-			fail("task %s is %s, not terminal (lost?)", id, r.State)
-			continue
-		}
-		if inv.want != "" && r.State != inv.want {
-			fail("task %s ended %s (%s), want %s", id, r.State, r.Error, inv.want)
-		}
-		rs := runs[id]
-		if r.State == client.Succeeded {
-			// The recorded outcome is one of the runs that happened, and it finished.
-			if !slices.ContainsFunc(rs, func(ru run) bool {
-				return ru.Node == r.Node && ru.Attempt == r.Attempt && !ru.End.IsZero() && ru.Err == nil
-			}) {
-				fail("task %s succeeded on %s in attempt %d, but no such run finished: %v", id, r.Node, r.Attempt, rs)
-			}
-		}
-		if len(rs) > 1 {
-			dups += len(rs) - 1
-			onLive := 0
-			for _, ru := range rs {
-				if !slices.Contains(inv.died, ru.Node) {
-					onLive++
-				}
-			}
-			if onLive > 1 && !inv.partitioned {
-				fail("task %s ran %d times, %d of them on nodes that stayed up: %v", id, len(rs), onLive, rs)
-			}
+		if r.ID != ids[i] {
+			t.Errorf("record %d is of task %q, want %q", i, r.ID, ids[i])
 		}
 	}
-	// Exactly one outcome: every live node answers the same terminal state.
+	// The records await returned had come back by now.
+	settled := time.Now()
+	var obs []invariant.Observation
+	for _, r := range recs {
+		obs = append(obs, invariant.Observed("testcluster.Await", r, settled, settled))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	failed := 0
 	for k := range c.Len() {
 		if !c.Alive(k) {
 			continue
@@ -260,21 +192,21 @@ func checkInvariants(t testing.TB, c *testcluster.Cluster, rec *recorder, ids []
 			if i%7 != k%7 && len(ids) > 50 {
 				continue // a sample is enough for big runs
 			}
+			asked := time.Now()
 			got, err := c.Client(k).Get(ctx, id)
 			if err != nil {
-				fail("node %d: GET %s: %v", k, id, err)
+				if failed++; failed <= 20 {
+					t.Errorf("node %d: GET %s: %v", k, id, err)
+				}
 				continue
 			}
-			if got.State != recs[i].State || got.Attempt != recs[i].Attempt || got.Node != recs[i].Node {
-				fail("node %d says task %s is %s (attempt %d on %s); it was %s (attempt %d on %s)",
-					k, id, got.State, got.Attempt, got.Node, recs[i].State, recs[i].Attempt, recs[i].Node)
-			}
+			obs = append(obs, invariant.Observed(c.Node(k).Name(), got, asked, time.Now()))
 		}
 	}
-	if dups > 0 {
-		t.Logf("%d duplicate runs (allowed: on nodes that died %v, or across a partition: %v)", dups, inv.died, inv.partitioned)
-	}
-	return dups
+	h := invariant.History{Acked: ids, Runs: rec.Runs(), Final: recs, Observations: obs}
+	rep := invariant.Check(h, opts)
+	rep.Assert(t, 20)
+	return rep
 }
 
 // workSpec is a "work" task that lasts ms milliseconds.

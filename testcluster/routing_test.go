@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/invariant"
 	"github.com/starlingsched/starling/testcluster"
 )
 
@@ -90,10 +91,10 @@ func TestRouting_cancelReachesTheThief(t *testing.T) {
 	defer cancel()
 	thief := c.Node(1).Name()
 	submit(t, c, 0, gateSpec("owner"))
-	rec.waitRun(t, 5*time.Second, "of the owner's gate", func(ru run) bool { return ru.Node == c.Node(0).Name() })
+	rec.waitRun(t, 5*time.Second, "of the owner's gate", func(ru invariant.Run) bool { return ru.Node == c.Node(0).Name() })
 
 	long := submit(t, c, 0, workSpec(60_000))[0]
-	rec.waitRun(t, 10*time.Second, "of the long task on the thief", func(ru run) bool { return ru.ID == long && ru.Node == thief })
+	rec.waitRun(t, 10*time.Second, "of the long task on the thief", func(ru invariant.Run) bool { return ru.ID == long && ru.Node == thief })
 	waitState(t, c, 0, long, client.Running, 5*time.Second)
 
 	// Cancel through the thief itself, which does not own the task.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/invariant"
 	"github.com/starlingsched/starling/node"
 	"github.com/starlingsched/starling/testcluster"
 )
@@ -17,9 +18,9 @@ func TestStealing_everyNodeRunsOnce(t *testing.T) {
 	c := start(t, rec, testcluster.Options{Nodes: 4, Slots: 1})
 	ids := submit(t, c, 0, works(80, 20)...)
 	recs := await(t, c, ids, 30*time.Second)
-	checkInvariants(t, c, rec, ids, recs, invariants{want: client.Succeeded})
+	checkInvariants(t, c, rec, ids, recs, invariant.Options{Want: client.Succeeded})
 	perNode := map[string]int{}
-	for _, ru := range rec.snapshot() {
+	for _, ru := range rec.Runs() {
 		perNode[ru.Node]++
 	}
 	t.Logf("runs per node: %v", perNode)
@@ -28,7 +29,7 @@ func TestStealing_everyNodeRunsOnce(t *testing.T) {
 			t.Errorf("%s ran nothing: %v", c.Node(i).Name(), perNode)
 		}
 	}
-	if n := len(rec.snapshot()); n != len(ids) {
+	if n := len(rec.Runs()); n != len(ids) {
 		t.Errorf("%d runs for %d tasks with no faults", n, len(ids))
 	}
 	// The owner answers for every task and names the node that ran it.
@@ -47,7 +48,7 @@ func TestStealing_priorityHoldsAcrossNodes(t *testing.T) {
 	// Both nodes busy: a gate starts at once on the node it is submitted to.
 	submit(t, c, 0, gateSpec("owner"))
 	submit(t, c, 1, gateSpec("thief"))
-	rec.waitRun(t, 5*time.Second, "of both gates", func(ru run) bool { return ru.Node == c.Node(1).Name() })
+	rec.waitRun(t, 5*time.Second, "of both gates", func(ru invariant.Run) bool { return ru.Node == c.Node(1).Name() })
 	low := make([]client.Spec, 20)
 	for i := range low {
 		low[i] = workSpec(10)
@@ -61,7 +62,7 @@ func TestStealing_priorityHoldsAcrossNodes(t *testing.T) {
 	// submitted last, must be the first it starts.
 	gateStart := time.Now()
 	rec.open("thief")
-	first := rec.waitRun(t, 10*time.Second, "after the thief's gate", func(ru run) bool {
+	first := rec.waitRun(t, 10*time.Second, "after the thief's gate", func(ru invariant.Run) bool {
 		return ru.Node == c.Node(1).Name() && ru.Start.After(gateStart)
 	})
 	if first.ID != highID {
@@ -69,7 +70,7 @@ func TestStealing_priorityHoldsAcrossNodes(t *testing.T) {
 	}
 	rec.open("owner")
 	recs := await(t, c, append(lowIDs, highID), 30*time.Second)
-	checkInvariants(t, c, rec, append(lowIDs, highID), recs, invariants{want: client.Succeeded})
+	checkInvariants(t, c, rec, append(lowIDs, highID), recs, invariant.Options{Want: client.Succeeded})
 	// No low-priority task started before the high one, anywhere.
 	hs := rec.of(highID)[0].Start
 	for _, id := range lowIDs {
@@ -102,7 +103,7 @@ func TestStealing_requiresRoutesToCapableNodes(t *testing.T) {
 	stuck := submit(t, c, 0, impossible)[0]
 
 	recs := await(t, c, append(ids, plain...), 30*time.Second)
-	checkInvariants(t, c, rec, append(ids, plain...), recs, invariants{want: client.Succeeded})
+	checkInvariants(t, c, rec, append(ids, plain...), recs, invariant.Options{Want: client.Succeeded})
 	for _, r := range recs[:len(ids)] {
 		if r.Node != c.Node(2).Name() {
 			t.Errorf("task %s requiring gpu ran on %s, want %s", r.ID, r.Node, c.Node(2).Name())

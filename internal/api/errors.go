@@ -15,7 +15,8 @@ const (
 	CodeTooLarge         = "too_large"          // 413: body, batch or payload over its limit
 	CodeQueueFull        = "queue_full"         // 429: the node's queue is full; retry later
 	CodeDraining         = "draining"           // 503: the node is shutting down or draining
-	CodeUnavailable      = "unavailable"        // 503: e.g. the owner is unreachable
+	CodeUnavailable      = "unavailable"        // 503: a service this answer needs does not answer
+	CodeOwnerUnreachable = "owner_unreachable"  // 503: the task's owner is cut off, and may come back
 	CodeInternal         = "internal"           // 500
 )
 

@@ -15,7 +15,7 @@ import (
 // agentFlags are the flags of a node, shared by agent and dev.
 type agentFlags struct {
 	cfg       node.Config
-	cluster   *node.ClusterConfig
+	cluster   node.ClusterConfig // what the flags set; the profile gives the rest
 	gossipKey string
 	profile   string
 	resources []string
@@ -34,13 +34,17 @@ func (a *agentFlags) register(fs interface {
 }) {
 	d := node.DefaultConfig()
 	a.cfg = d
-	a.cluster = node.DefaultClusterConfig()
+	a.cluster = *node.DefaultClusterConfig()
 	fs.StringVar(&a.cluster.Gossip.BindAddr, "bind", a.cluster.Gossip.BindAddr, "gossip address (UDP and TCP, host:port)")
 	fs.StringVar(&a.cluster.Gossip.AdvertiseAddr, "advertise", "", "gossip address peers should use, when it differs from --bind (NAT)")
 	fs.StringArrayVar(&a.cluster.Gossip.Join, "join", nil, "a member's gossip address to join (repeatable; retried until one answers)")
 	fs.StringVar(&a.gossipKey, "gossip-key", "", "the cluster key (base64; make one with 'starling keygen'): encrypts gossip, authenticates peers")
 	fs.StringVar(&a.cluster.RPCAddr, "rpc", "", "peer RPC address (default: the --bind host on a free port; peers learn it by gossip)")
-	fs.StringVar(&a.profile, "gossip-profile", "lan", "failure detection timers: lan, local (faster) or fast (loopback tests: deaths noticed in under a second)")
+	fs.StringVar(&a.profile, "profile", "lan", "timers of failure detection, stealing and reports: lan, local (one busy machine) or fast (loopback tests: deaths noticed in under a second)")
+	fs.StringVar(&a.profile, "gossip-profile", "lan", "the old name of --profile")
+	if d, ok := fs.(interface{ MarkDeprecated(string, string) error }); ok {
+		d.MarkDeprecated("gossip-profile", "use --profile")
+	}
 	fs.IntVar(&a.cluster.NodeLosses, "node-losses", a.cluster.NodeLosses, "how many executing nodes a task may lose before it fails with \"node lost\" (0: none)")
 	fs.StringVar(&a.cfg.HTTPAddr, "http", d.HTTPAddr, "address of the HTTP API (host:port)")
 	fs.StringVar(&a.cfg.Name, "name", "", "node name (default: host name and HTTP port)")
@@ -84,7 +88,14 @@ func (a *agentFlags) config(e *env) (node.Config, error) {
 	}
 	cfg.Logger = log
 	cfg.Version = version()
-	cc := *a.cluster
+	pc, err := node.ClusterProfile(a.profile)
+	if err != nil {
+		return cfg, usageErr("--profile %q: use lan, local or fast", a.profile)
+	}
+	cc := *pc
+	// What the flags say, on top of the profile.
+	cc.Gossip.BindAddr, cc.Gossip.AdvertiseAddr, cc.Gossip.Join = a.cluster.Gossip.BindAddr, a.cluster.Gossip.AdvertiseAddr, a.cluster.Gossip.Join
+	cc.RPCAddr, cc.NodeLosses = a.cluster.RPCAddr, a.cluster.NodeLosses
 	if a.gossipKey != "" {
 		key, err := gossip.ParseKey(a.gossipKey)
 		if err != nil {
@@ -96,18 +107,6 @@ func (a *agentFlags) config(e *env) (node.Config, error) {
 		cc.NodeLosses = -1 // the flag's 0 means none; the config's 0 means the default
 	}
 	cc.Gossip.Insecure = cfg.Insecure
-	switch a.profile {
-	case "lan":
-		cc.Gossip.Profile = gossip.ProfileLAN
-	case "local":
-		cc.Gossip.Profile = gossip.ProfileLocal
-	case "fast":
-		fast := node.FastClusterConfig()
-		cc.Gossip.Profile = gossip.ProfileFast
-		cc.Steal, cc.StealInterval, cc.LoadInterval, cc.ReportResend = fast.Steal, fast.StealInterval, fast.LoadInterval, fast.ReportResend
-	default:
-		return cfg, usageErr("--gossip-profile %q: use lan, local or fast", a.profile)
-	}
 	cfg.Cluster = &cc
 	return cfg, nil
 }

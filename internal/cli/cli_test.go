@@ -357,8 +357,8 @@ func TestCommandsWithoutNode(t *testing.T) {
 		}
 	})
 	t.Run("agent bad profile", func(t *testing.T) {
-		r := starling(t, nil, "agent", "--gossip-profile", "warp")
-		if r.code != 2 || !strings.Contains(r.stderr, `--gossip-profile "warp"`) {
+		r := starling(t, nil, "agent", "--profile", "warp")
+		if r.code != 2 || !strings.Contains(r.stderr, `--profile "warp"`) {
 			t.Fatalf("want exit 2 and the value named\n%s", r)
 		}
 	})
@@ -744,7 +744,7 @@ func TestAgent(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, e, []string{"agent", "--http", "127.0.0.1:0", "--bind", "127.0.0.1:0", "--gossip-profile", "fast", "--slots", "2"})
+		done <- run(ctx, e, []string{"agent", "--http", "127.0.0.1:0", "--bind", "127.0.0.1:0", "--profile", "fast", "--slots", "2"})
 	}()
 	serving := regexp.MustCompile(`serving http://(127\.0\.0\.1:\d+) \(slots 2,`)
 	var addr string

@@ -48,6 +48,9 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	c, err := testcluster.New(testcluster.Options{
 		Nodes: nodes, Slots: slots, Logger: log,
+		// Not fast: a busy machine (a test suite beside it) must not make the nodes
+		// declare each other dead.
+		Profile: "local",
 		Configure: func(i int, cfg *node.Config) {
 			cfg.Version = version()
 			cfg.AllowExec = allowExec

@@ -61,7 +61,10 @@ type Transport[M any] struct {
 	closed bool
 
 	done chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends with done: dials in progress give up when the transport closes.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New starts a transport: it accepts on cfg.Listener at once.
@@ -92,6 +95,7 @@ func New[M any](cfg Config[M]) (*Transport[M], error) {
 		conns: make(map[net.Conn]struct{}),
 		done:  make(chan struct{}),
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(1)
 	go t.accept()
 	return t, nil
@@ -141,6 +145,7 @@ func (t *Transport[M]) Close() error {
 	}
 	t.closed = true
 	close(t.done)
+	t.cancel()
 	for addr, p := range t.peers {
 		close(p.stop)
 		delete(t.peers, addr)
@@ -276,15 +281,8 @@ func (t *Transport[M]) writeBatch(conn net.Conn, bw *bufio.Writer, enc *msgpack.
 
 // dial connects to a peer and authenticates to it.
 func (t *Transport[M]) dial(addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, dialTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-t.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	c, err := t.cfg.Dial(ctx, addr)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package node
+package runner
 
 import (
 	"bytes"
@@ -15,10 +15,21 @@ import (
 	"time"
 )
 
-// The exec handler runs a program. It is off unless Config.AllowExec is set, and then
-// limited to Config.ExecAllow when that is not empty. Each run gets its own process
-// group; cancel, timeout and the end of the run kill the whole group, so nothing it
-// started outlives the task.
+// Exec is the exec handler: it runs a program. A node offers it only when asked to,
+// and then limited to an allowlist when that is not empty. Each run gets its own
+// process group; cancel, timeout and the end of the run kill the whole group, so
+// nothing it started outlives the task.
+//
+// Register it with its validator:
+//
+//	x, err := runner.NewExec(allow, 1<<20)
+//	...
+//	reg.Register("exec", x.Run)
+//	reg.SetValidator("exec", x.Check)
+type Exec struct {
+	allow       []string // resolved absolute paths; empty: any program
+	outputBytes int
+}
 
 // ExecPayload is the exec handler's input.
 type ExecPayload struct {
@@ -37,21 +48,23 @@ type ExecResult struct {
 	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
 }
 
-type execRunner struct {
-	allow     []string // resolved absolute paths; empty: any program
-	outputCap int
-}
-
-func newExecRunner(allow []string, outputCap int) (*execRunner, error) {
-	r := &execRunner{outputCap: outputCap}
+// NewExec returns an exec handler that runs only the programs in allow (any program
+// when allow is empty) and keeps the first outputBytes of stdout and of stderr each.
+// The allowlist names programs as argv[0] would (a name looked up in PATH, or a path);
+// each must exist now, and is remembered by its absolute path with symlinks resolved.
+func NewExec(allow []string, outputBytes int) (*Exec, error) {
+	if outputBytes <= 0 {
+		return nil, fmt.Errorf("runner: exec output cap must be positive, got %d", outputBytes)
+	}
+	x := &Exec{outputBytes: outputBytes}
 	for _, p := range allow {
 		abs, err := resolveProgram(p)
 		if err != nil {
-			return nil, fmt.Errorf("exec allowlist: %w", err)
+			return nil, fmt.Errorf("runner: exec allowlist: %w", err)
 		}
-		r.allow = append(r.allow, abs)
+		x.allow = append(x.allow, abs)
 	}
-	return r, nil
+	return x, nil
 }
 
 func resolveProgram(p string) (string, error) {
@@ -68,38 +81,52 @@ func resolveProgram(p string) (string, error) {
 	return abs, nil
 }
 
-// errExecNotAllowed marks a program outside the allowlist.
-var errExecNotAllowed = errors.New("not in the exec allowlist")
+// Check validates an exec payload: its shape, and its program against the allowlist.
+// An error for a program outside the allowlist wraps ErrExecNotAllowed.
+func (x *Exec) Check(payload []byte) error {
+	_, _, err := x.check(payload)
+	return err
+}
 
-// check validates a payload: the shape and the allowlist.
-func (r *execRunner) check(payload json.RawMessage) (*ExecPayload, error) {
+// check validates a payload and returns it with the program to run: the resolved
+// path that passed the allowlist, or argv[0] as given when there is no allowlist.
+func (x *Exec) check(payload []byte) (*ExecPayload, string, error) {
 	var p ExecPayload
 	if len(payload) == 0 {
-		return nil, errors.New(`exec needs {"argv": ["program", "arg", ...]}`)
+		return nil, "", errors.New(`exec needs {"argv": ["program", "arg", ...]}`)
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf(`exec needs {"argv": [...], "env": {...}, "stdin": "...", "dir": "..."}: %v`, err)
+		return nil, "", fmt.Errorf(`exec needs {"argv": [...], "env": {...}, "stdin": "...", "dir": "..."}: %v`, err)
 	}
 	if len(p.Argv) == 0 || p.Argv[0] == "" {
-		return nil, errors.New("argv must name a program")
+		return nil, "", errors.New("argv must name a program")
 	}
-	if len(r.allow) > 0 {
-		abs, err := resolveProgram(p.Argv[0])
-		if err != nil || !slices.Contains(r.allow, abs) {
-			return nil, fmt.Errorf("program %q is %w (allowed: %s)", p.Argv[0], errExecNotAllowed, strings.Join(r.allow, ", "))
-		}
+	if len(x.allow) == 0 {
+		return &p, p.Argv[0], nil
 	}
-	return &p, nil
+	abs, err := resolveProgram(p.Argv[0])
+	if err != nil || !slices.Contains(x.allow, abs) {
+		return nil, "", fmt.Errorf("program %q is %w (allowed: %s)", p.Argv[0], ErrExecNotAllowed, strings.Join(x.allow, ", "))
+	}
+	return &p, abs, nil
 }
 
-func (r *execRunner) run(ctx context.Context, in *Input) (any, error) {
-	p, err := r.check(in.Payload)
+// Run runs the program of in's payload: it is a Handler. The program gets the agent's
+// environment without its STARLING_ variables, plus STARLING_TASK_ID,
+// STARLING_ATTEMPT and the payload's env; on stdin, the payload's stdin or else the
+// deps' results as one JSON object. A non-zero exit fails the run with the exit status
+// and the last line of stderr; the result is an ExecResult either way.
+func (x *Exec) Run(ctx context.Context, in *Input) (any, error) {
+	p, prog, err := x.check(in.Payload)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, p.Argv[0], p.Argv[1:]...)
+	// Run the program that passed the allowlist, not argv[0] again: a relative
+	// argv[0] would be looked up from Dir this time.
+	cmd := exec.CommandContext(ctx, prog, p.Argv[1:]...)
+	cmd.Args[0] = p.Argv[0]
 	cmd.Dir = p.Dir
 	cmd.Env = execEnv(p.Env, in)
 	switch {
@@ -112,8 +139,8 @@ func (r *execRunner) run(ctx context.Context, in *Input) (any, error) {
 		}
 		cmd.Stdin = bytes.NewReader(deps)
 	}
-	stdout := &capWriter{max: r.outputCap}
-	stderr := &capWriter{max: r.outputCap}
+	stdout := &capWriter{max: x.outputBytes}
+	stderr := &capWriter{max: x.outputBytes}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd) }
@@ -122,15 +149,16 @@ func (r *execRunner) run(ctx context.Context, in *Input) (any, error) {
 
 	runErr := cmd.Run()
 	killGroup(cmd) // whatever the program left behind goes with it
+
+	if cmd.ProcessState == nil { // it never started
+		return nil, fmt.Errorf("exec %s: %w", p.Argv[0], runErr)
+	}
 	res := ExecResult{
 		ExitCode:        cmd.ProcessState.ExitCode(),
 		Stdout:          stdout.String(),
 		Stderr:          stderr.String(),
 		StdoutTruncated: stdout.dropped > 0,
 		StderrTruncated: stderr.dropped > 0,
-	}
-	if cmd.ProcessState == nil { // it never started
-		return nil, fmt.Errorf("exec %s: %w", p.Argv[0], runErr)
 	}
 	if ctx.Err() != nil {
 		return res, context.Cause(ctx)
