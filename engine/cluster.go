@@ -491,7 +491,7 @@ func (c *cluster) sendGrant(g steal.Grant) {
 			gm.Tasks = append(gm.Tasks, GrantedRun{ID: gt.ID, Void: true})
 			continue
 		}
-		gm.Tasks = append(gm.Tasks, GrantedRun{ID: t.rec.ID, Spec: t.rec.Spec, Attempt: t.rec.Attempt, Deps: t.rec.Deps})
+		gm.Tasks = append(gm.Tasks, GrantedRun{ID: t.rec.ID, Spec: *t.rec.Spec, Attempt: t.rec.Attempt, Deps: t.rec.Deps})
 	}
 	c.send(string(g.Thief), &Message{Grant: gm})
 }
@@ -528,10 +528,11 @@ func (c *cluster) onGrant(gm *GrantMsg, now time.Time) {
 		}
 		c.fseq++
 		t := &entry{
-			rec: &record.Record{ID: g.ID, Seq: c.fseq, Spec: g.Spec, Attempt: g.Attempt, Epoch: gt.Epoch, Deps: g.Deps,
+			rec: &record.Record{ID: g.ID, Seq: c.fseq, Spec: &g.Spec, Attempt: g.Attempt, Epoch: gt.Epoch, Deps: g.Deps,
 				State: api.Queued, Created: now, Queued: now},
 			needs: needsOf(g.Spec.Requires), foreign: true, owner: owner, heapIdx: -1,
 		}
+		t.keyed()
 		t.class = e.classFor(t.rec.Spec.Type, t.needs)
 		c.foreign[t.rec.ID] = t
 		e.q.push(t)

@@ -57,9 +57,8 @@ type Engine struct {
 	running map[runKey]*entry // the runs this node's runner holds
 
 	rd      Ready
-	changed map[*entry]struct{} // owned entries changed since the last Ready
+	changed []*entry // owned entries changed since the last Ready, in the order of their first change
 	gchange map[*graphRun]struct{}
-	handed  []*entry // entries whose records the last Ready handed out
 }
 
 // Counters are the engine's running totals, for metrics.
@@ -68,7 +67,34 @@ type Counters struct {
 	Rejected  uint64
 	Retries   uint64
 	Expired   uint64
-	Finished  map[api.State]uint64
+	Finished  Finished
+}
+
+// Finished counts the tasks that ended, by terminal state.
+type Finished struct {
+	Succeeded, Failed, Cancelled, UpstreamFailed uint64
+}
+
+// Of returns the count of terminal state s (0 for a state that is not terminal).
+func (f *Finished) Of(s api.State) uint64 {
+	if p := f.at(s); p != nil {
+		return *p
+	}
+	return 0
+}
+
+func (f *Finished) at(s api.State) *uint64 {
+	switch s {
+	case api.Succeeded:
+		return &f.Succeeded
+	case api.Failed:
+		return &f.Failed
+	case api.Cancelled:
+		return &f.Cancelled
+	case api.UpstreamFailed:
+		return &f.UpstreamFailed
+	}
+	return nil
 }
 
 // entry is a task as the engine holds it: its record and its runtime state.
@@ -76,11 +102,17 @@ type entry struct {
 	rec *record.Record
 	// shared: rec went out in a Ready; clone it before changing it.
 	shared bool
+	// dirty: rec changed since the last Ready (it is in Engine.changed).
+	dirty bool
 
 	needs   needs
 	class   *class
 	heapIdx int // index in its class heap; -1 when not queued
-	graph   *graphRun
+	// The run order (see before), copied from the record by keyed.
+	prio     int
+	deadline *time.Time
+	seq      uint64
+	graph    *graphRun
 
 	// foreign marks a task another node (owner) owns that this node runs; its rec
 	// is a private copy, never written.
@@ -108,8 +140,6 @@ func New(cfg Config) (*Engine, error) {
 		q:        newQueue(),
 		res:      newResources(cfg.Tags, cfg.Resources),
 		counts:   map[api.State]int{},
-		stats:    Counters{Finished: map[api.State]uint64{}},
-		changed:  map[*entry]struct{}{},
 		gchange:  map[*graphRun]struct{}{},
 	}
 	for _, t := range cfg.Types {
@@ -202,14 +232,10 @@ func (e *Engine) Ready() Ready {
 	rd := e.rd
 	if len(e.changed) > 0 {
 		rd.Records = make([]*record.Record, 0, len(e.changed))
-		e.handed = e.handed[:0]
-		for t := range e.changed {
-			e.handed = append(e.handed, t)
-		}
-		// Changed entries in seq order: the view and its watchers see a stable order.
-		slices.SortFunc(e.handed, func(a, b *entry) int { return cmpUint(a.rec.Seq, b.rec.Seq) })
-		for _, t := range e.handed {
-			rd.Records = append(rd.Records, t.rec)
+		for _, t := range e.changed {
+			if !t.expired {
+				rd.Records = append(rd.Records, t.rec)
+			}
 		}
 	}
 	if len(e.gchange) > 0 {
@@ -228,11 +254,11 @@ func (e *Engine) Ready() Ready {
 
 // Advance tells the engine the last Ready was carried out.
 func (e *Engine) Advance() {
-	for _, t := range e.handed {
-		t.shared = true
+	for i, t := range e.changed {
+		t.shared, t.dirty = true, false
+		e.changed[i] = nil
 	}
-	e.handed = e.handed[:0]
-	clear(e.changed)
+	e.changed = e.changed[:0]
 	clear(e.gchange)
 	e.rd = Ready{
 		Writes:   e.rd.Writes[:0],
@@ -265,8 +291,16 @@ func (e *Engine) apply(t *entry, op record.Op) {
 	} else {
 		t.rec.ApplyInPlace(&op)
 	}
-	e.changed[t] = struct{}{}
+	e.markChanged(t)
 	e.rd.Writes = append(e.rd.Writes, op)
+}
+
+// markChanged notes that t's record changed since the last Ready.
+func (e *Engine) markChanged(t *entry) {
+	if !t.dirty {
+		t.dirty = true
+		e.changed = append(e.changed, t)
+	}
 }
 
 // setState notes a state change of an owned task: counts and the event stream.
@@ -408,19 +442,13 @@ type Stats struct {
 	Stopping bool
 }
 
-// Stats returns a snapshot (a copy the caller may keep).
+// Stats returns a snapshot the caller may keep. It is cheap enough to take after
+// every step: its FreeRes map and Bands slice are shared between snapshots and must
+// not be changed.
 func (e *Engine) Stats() Stats {
 	s := Stats{
-		Queued: e.q.len, Live: e.live, Busy: e.busy, Slots: e.cfg.Slots, Bands: e.q.bands(maxBands),
-		FreeRes: make(map[string]int64, len(e.res.free)), Draining: e.draining, Stopping: e.stopping,
-	}
-	for k, v := range e.res.free {
-		s.FreeRes[k] = v
-	}
-	s.Counters = e.stats
-	s.Counters.Finished = make(map[api.State]uint64, len(e.stats.Finished))
-	for k, v := range e.stats.Finished {
-		s.Counters.Finished[k] = v
+		Queued: e.q.len, Live: e.live, Busy: e.busy, Slots: e.cfg.Slots, Bands: e.q.bandsSnapshot(maxBands),
+		FreeRes: e.res.snapshot(), Draining: e.draining, Stopping: e.stopping, Counters: e.stats,
 	}
 	if c := e.cluster; c != nil {
 		s.Foreign = len(c.foreign)

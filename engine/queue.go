@@ -16,10 +16,10 @@ import (
 
 // before reports whether a runs before b.
 func before(a, b *entry) bool {
-	if a.rec.Spec.Priority != b.rec.Spec.Priority {
-		return a.rec.Spec.Priority > b.rec.Spec.Priority
+	if a.prio != b.prio {
+		return a.prio > b.prio
 	}
-	ad, bd := a.rec.Spec.Deadline, b.rec.Spec.Deadline
+	ad, bd := a.deadline, b.deadline
 	switch {
 	case ad != nil && bd != nil && !ad.Equal(*bd):
 		return ad.Before(*bd)
@@ -28,7 +28,14 @@ func before(a, b *entry) bool {
 	case ad == nil && bd != nil:
 		return false
 	}
-	return a.rec.Seq < b.rec.Seq
+	return a.seq < b.seq
+}
+
+// keyed copies t's place in the run order out of its record, so that heap
+// operations compare entries without following pointers.
+func (t *entry) keyed() *entry {
+	t.prio, t.deadline, t.seq = t.rec.Spec.Priority, t.rec.Spec.Deadline, t.rec.Seq
+	return t
 }
 
 // class is the tasks that need the same things from a node.
@@ -77,6 +84,17 @@ type queue struct {
 	// byPriority counts the queued tasks this node owns by priority (the load report's
 	// priority bands).
 	byPriority map[int]int
+	// bandsSnap is the last bandsSnapshot; nil after byPriority changed.
+	bandsSnap []api.Band
+}
+
+// bandsSnapshot is bands(max), shared until the queue's bands change: callers must
+// not change it.
+func (q *queue) bandsSnapshot(max int) []api.Band {
+	if q.bandsSnap == nil {
+		q.bandsSnap = q.bands(max)
+	}
+	return q.bandsSnap
 }
 
 func newQueue() *queue {
@@ -94,6 +112,7 @@ func (q *queue) push(t *entry) {
 		c.foreign++
 	} else {
 		q.byPriority[t.rec.Spec.Priority]++
+		q.bandsSnap = nil
 	}
 }
 
@@ -108,8 +127,11 @@ func (q *queue) taken(c *class, t *entry) {
 	q.len--
 	if t.foreign {
 		c.foreign--
-	} else if q.byPriority[t.rec.Spec.Priority]--; q.byPriority[t.rec.Spec.Priority] == 0 {
-		delete(q.byPriority, t.rec.Spec.Priority)
+	} else {
+		q.bandsSnap = nil
+		if q.byPriority[t.rec.Spec.Priority]--; q.byPriority[t.rec.Spec.Priority] == 0 {
+			delete(q.byPriority, t.rec.Spec.Priority)
+		}
 	}
 	if c.heap.Len() == 0 {
 		q.deactivate(c)

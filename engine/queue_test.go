@@ -12,7 +12,7 @@ import (
 )
 
 func qtask(seq uint64, prio int, deadline *time.Time) *entry {
-	return &entry{rec: &record.Record{ID: fmt.Sprint(seq), Seq: seq, Spec: api.Spec{Priority: prio, Deadline: deadline}}, heapIdx: -1}
+	return (&entry{rec: &record.Record{ID: fmt.Sprint(seq), Seq: seq, Spec: &api.Spec{Priority: prio, Deadline: deadline}}, heapIdx: -1}).keyed()
 }
 
 func TestBefore(t *testing.T) {

@@ -65,6 +65,19 @@ type resources struct {
 	tags     map[string]bool
 	capacity map[string]int64
 	free     map[string]int64
+	// snap is a copy of free handed out by snapshot; nil after free changed.
+	snap map[string]int64
+}
+
+// snapshot returns free as it is now, in a map nobody changes.
+func (r *resources) snapshot() map[string]int64 {
+	if r.snap == nil {
+		r.snap = make(map[string]int64, len(r.free))
+		for k, v := range r.free {
+			r.snap[k] = v
+		}
+	}
+	return r.snap
 }
 
 func newResources(tags []string, capacity map[string]int64) *resources {
@@ -108,12 +121,18 @@ func (r *resources) fits(n needs) bool {
 }
 
 func (r *resources) take(n needs) {
+	if len(n.res) > 0 {
+		r.snap = nil
+	}
 	for _, a := range n.res {
 		r.free[a.name] -= a.n
 	}
 }
 
 func (r *resources) give(n needs) {
+	if len(n.res) > 0 {
+		r.snap = nil
+	}
 	for _, a := range n.res {
 		r.free[a.name] += a.n
 	}

@@ -87,12 +87,13 @@ func (e *Engine) submit(specs []api.Spec, batch bool, now time.Time) ([]string, 
 // pending).
 func (e *Engine) newTask(spec *api.Spec, now time.Time, graph string, gidx int) *entry {
 	e.seq++
-	rec := &record.Record{ID: taskID(e.cfg.ID, e.seq), Seq: e.seq, Spec: *spec, Created: now, Graph: graph, GIdx: gidx}
+	sp := *spec
+	rec := &record.Record{ID: taskID(e.cfg.ID, e.seq), Seq: e.seq, Spec: &sp, Created: now, Graph: graph, GIdx: gidx}
 	op := record.Op{Kind: record.OpCreate, ID: rec.ID, Rec: rec}
-	t := &entry{rec: rec.Apply(&op), heapIdx: -1, needs: needsOf(spec.Requires)}
+	t := (&entry{rec: rec.Apply(&op), heapIdx: -1, needs: needsOf(spec.Requires)}).keyed()
 	t.class = e.classFor(spec.Type, t.needs)
 	e.rd.Writes = append(e.rd.Writes, op)
-	e.changed[t] = struct{}{}
+	e.markChanged(t)
 	e.tasks[rec.ID] = t
 	e.order = append(e.order, t)
 	if k := spec.IdempotencyKey; k != "" {
@@ -269,7 +270,9 @@ func (e *Engine) end(t *entry, op record.Op, now time.Time) {
 	e.event(t, old, now)
 	e.live--
 	e.finished = append(e.finished, t)
-	e.stats.Finished[op.State]++
+	if c := e.stats.Finished.at(op.State); c != nil {
+		*c++
+	}
 	e.graphTaskEnded(t, now)
 }
 
@@ -328,7 +331,6 @@ func (e *Engine) expire(now time.Time) {
 		e.finished[i] = nil
 		t.expired = true
 		delete(e.tasks, t.rec.ID)
-		delete(e.changed, t)
 		if k := t.rec.Spec.IdempotencyKey; k != "" && e.idem[k] == t {
 			delete(e.idem, k)
 		}

@@ -448,9 +448,7 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
-	n.view.mu.RLock()
-	stopping, draining := n.view.stats.Stopping || n.stopCtx.Err() != nil, n.view.stats.Draining
-	n.view.mu.RUnlock()
+	stopping, draining := n.stopCtx.Err() != nil, n.draining.Load()
 	if stopping || draining {
 		reason := "shutting down"
 		if !stopping {

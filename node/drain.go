@@ -28,6 +28,7 @@ func (n *Node) Drain(timeout time.Duration) int {
 	if err != nil {
 		return 0
 	}
+	n.draining.Store(true)
 	n.log.Info("draining", slog.Int("unfinished", rep.Unfinished), slog.Duration("timeout", timeout))
 	return rep.Unfinished
 }

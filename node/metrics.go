@@ -61,7 +61,7 @@ func newMetrics(n *Node) *metrics {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "starling_tasks_finished_total", Help: "Tasks owned by this node that reached a terminal state, by state.",
 			ConstLabels: prometheus.Labels{"state": string(st)},
-		}, stat(func(s *engine.Stats) float64 { return float64(s.Counters.Finished[st]) })))
+		}, stat(func(s *engine.Stats) float64 { return float64(s.Counters.Finished.Of(st)) })))
 	}
 	if n.cluster != nil {
 		m.reg.MustRegister(

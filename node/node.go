@@ -32,6 +32,11 @@ type Node struct {
 	// eng belongs to the loop goroutine; nothing else touches it after Start.
 	eng   *engine.Engine
 	inbox chan engine.Input
+	// Run ends gather here rather than in the inbox: workers never wait for the
+	// loop, and one wake-up of the loop takes every end that came meanwhile.
+	doneMu   sync.Mutex
+	dones    []engine.RunDone
+	doneWake chan struct{}
 	// calls are the requests waiting for the engine's Reply, by request number.
 	callMu sync.Mutex
 	calls  map[uint64]chan engine.Reply
@@ -60,7 +65,9 @@ type Node struct {
 	quit     chan struct{}      // closed to end the event loop
 	loopDone chan struct{}      // closed when the loop has returned
 	drained  chan struct{}      // closed when a drain finished: the node stops itself
-	// drainLate: the drain's time ran out; running tasks get a moment, no more.
+	// draining: a drain began (readiness says so at once). drainLate: the drain's
+	// time ran out; running tasks get a moment, no more.
+	draining  atomic.Bool
 	drainLate atomic.Bool
 	done      chan struct{} // closed when the node has stopped
 	shutOnce  sync.Once
@@ -90,6 +97,7 @@ func New(cfg Config) (*Node, error) {
 		inc:      uint64(time.Now().UnixNano()),
 		reg:      runner.NewRegistry(),
 		inbox:    make(chan engine.Input, inboxSize),
+		doneWake: make(chan struct{}, 1),
 		calls:    map[uint64]chan engine.Reply{},
 		view:     newView(),
 		events:   newHub(),
@@ -300,8 +308,28 @@ func (n *Node) call(ctx context.Context, mk func(req uint64) engine.Input) (engi
 
 // runDone feeds the end of a run back to the loop (on the runner's worker).
 func (n *Node) runDone(d runner.Done) {
-	n.send(engine.RunDone{ID: d.ID, Epoch: d.Epoch, Attempt: d.Attempt, Result: d.Result, Err: d.Err, Stopped: d.Stopped, Elapsed: d.Elapsed})
 	n.metrics.runSeconds.Observe(d.Elapsed.Seconds())
+	n.doneMu.Lock()
+	n.dones = append(n.dones, engine.RunDone{ID: d.ID, Epoch: d.Epoch, Attempt: d.Attempt, Result: d.Result, Err: d.Err, Stopped: d.Stopped, Elapsed: d.Elapsed})
+	first := len(n.dones) == 1
+	n.doneMu.Unlock()
+	if first {
+		select {
+		case n.doneWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// takeDones steps the engine with the run ends gathered so far.
+func (n *Node) takeDones() {
+	n.doneMu.Lock()
+	ds := n.dones
+	n.dones = nil
+	n.doneMu.Unlock()
+	for _, d := range ds {
+		n.eng.Step(time.Now(), d)
+	}
 }
 
 // loop is the event loop: the one goroutine that owns the engine. It takes inputs
@@ -325,12 +353,15 @@ func (n *Node) loop() {
 					break more
 				}
 			}
+		case <-n.doneWake:
+			n.takeDones()
 		case <-timer.C:
 			wake = time.Time{}
 			n.eng.Step(time.Now(), engine.Tick{})
 		case <-n.quit:
 			return
 		}
+		n.takeDones()
 		rd := n.eng.Ready()
 		n.apply(&rd)
 		n.eng.Advance()

@@ -12,9 +12,10 @@ type Record struct {
 	ID  string `msgpack:"i"`
 	Seq uint64 `msgpack:"q"`
 	// Graph is the id of the graph the task belongs to, and GIdx its index there.
-	Graph string   `msgpack:"g,omitempty"`
-	GIdx  int      `msgpack:"x,omitempty"`
-	Spec  api.Spec `msgpack:"s"`
+	Graph string `msgpack:"g,omitempty"`
+	GIdx  int    `msgpack:"x,omitempty"`
+	// Spec is the task as submitted; it never changes, so versions of a record share it.
+	Spec *api.Spec `msgpack:"s"`
 
 	State      api.State `msgpack:"st"`
 	Attempt    int       `msgpack:"a"`
@@ -47,7 +48,7 @@ func (r *Record) Task(owner string) api.Task {
 	return api.Task{
 		ID:         r.ID,
 		Graph:      r.Graph,
-		Spec:       r.Spec,
+		Spec:       *r.Spec,
 		State:      r.State,
 		Attempt:    r.Attempt,
 		NodeLosses: r.NodeLosses,

@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/starlingsched/starling/internal/bench"
@@ -19,16 +22,43 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.Tasks, "tasks", 0, "tasks to run (default: the workload's)")
 	fs.IntVar(&o.Batch, "batch", 0, "tasks a request, for throughput (default 1000)")
 	fs.IntVar(&o.Clients, "clients", 0, "concurrent clients, for throughput (default 4, or 8 with --batch 1)")
+	var cpuProfile, memProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
+	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	if err := parse(e, fs, args); err != nil {
 		return err
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if o.Workload == "" {
 		return usageErr("--workload is required: one of %s", strings.Join(bench.Workloads, ", "))
 	}
 	o.Summary = e.stderr
+	if memProfile != "" {
+		runtime.MemProfileRate = 64 << 10
+	}
 	r, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
+	}
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
