@@ -237,7 +237,7 @@ func TestBacklogPriorityIsOwned(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(1000, 0)
-	step(e, t0, Submit{Req: 1, Specs: []api.Spec{{Type: "block"}}})            // takes the slot
+	step(e, t0, Submit{Req: 1, Specs: []api.Spec{{Type: "block"}}})              // takes the slot
 	step(e, t0, Submit{Req: 2, Specs: []api.Spec{{Type: "block", Priority: 1}}}) // queued, stealable
 	f := (&entry{rec: &record.Record{ID: "x", Spec: &api.Spec{Type: "block", Priority: 9}, State: api.Queued}, foreign: true, owner: "o", heapIdx: -1}).keyed()
 	f.class = e.classFor("block", needs{})
