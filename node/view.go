@@ -34,7 +34,7 @@ type view struct {
 
 	// Long polls: channels closed when a task or graph is finished (terminal, done).
 	wmu     sync.Mutex
-	waiters map[string][]chan struct{}
+	waiters map[string][]*waiter
 }
 
 type lostPeer struct {
@@ -53,7 +53,7 @@ func newView() *view {
 		graphs:  map[string]*engine.GraphView{},
 		cluster: &engine.ClusterView{},
 		lost:    map[string]lostPeer{},
-		waiters: map[string][]chan struct{}{},
+		waiters: map[string][]*waiter{},
 	}
 }
 
@@ -117,8 +117,10 @@ func (v *view) publish(rd *engine.Ready, stats engine.Stats) {
 }
 
 func (v *view) wakeLocked(id string) {
-	for _, ch := range v.waiters[id] {
-		close(ch)
+	for _, w := range v.waiters[id] {
+		if w.left--; w.left == 0 {
+			close(w.done)
+		}
 	}
 	delete(v.waiters, id)
 }
@@ -183,29 +185,46 @@ func (v *view) finishedLocked(id string) bool {
 	return true
 }
 
-// watch returns a channel closed when id is finished, or nil if it is already.
-func (v *view) watch(id string) chan struct{} {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.RLock()
-	done := v.finishedLocked(id)
-	v.mu.RUnlock()
-	if done {
-		return nil
-	}
-	ch := make(chan struct{})
-	v.waiters[id] = append(v.waiters[id], ch)
-	return ch
+// waiter is one long poll: done is closed once every id it waits for is finished.
+type waiter struct {
+	ids  []string // the ids it waits for
+	left int      // how many of them are not finished yet; guarded by view.wmu
+	done chan struct{}
 }
 
-func (v *view) unwatch(id string, ch chan struct{}) {
+// watch returns a waiter for ids, or nil when they are all finished already.
+func (v *view) watch(ids []string) *waiter {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
-	ws := slices.DeleteFunc(v.waiters[id], func(c chan struct{}) bool { return c == ch })
-	if len(ws) == 0 {
-		delete(v.waiters, id)
-	} else {
-		v.waiters[id] = ws
+	w := &waiter{done: make(chan struct{})}
+	v.mu.RLock()
+	for _, id := range ids {
+		if !v.finishedLocked(id) {
+			w.ids = append(w.ids, id)
+		}
+	}
+	v.mu.RUnlock()
+	if len(w.ids) == 0 {
+		return nil
+	}
+	for _, id := range w.ids {
+		v.waiters[id] = append(v.waiters[id], w)
+	}
+	w.left = len(w.ids)
+	return w
+}
+
+// unwatch drops a waiter that gave up.
+func (v *view) unwatch(w *waiter) {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	for _, id := range w.ids {
+		ws := slices.DeleteFunc(v.waiters[id], func(x *waiter) bool { return x == w })
+		if len(ws) == 0 {
+			delete(v.waiters, id)
+		} else {
+			v.waiters[id] = ws
+		}
 	}
 }
 
@@ -214,26 +233,20 @@ func (v *view) await(ctx context.Context, ids []string, d time.Duration, stop <-
 	if d <= 0 {
 		return
 	}
+	w := v.watch(ids)
+	if w == nil {
+		return
+	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	for _, id := range ids {
-		ch := v.watch(id)
-		if ch == nil {
-			continue
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			v.unwatch(id, ch)
-			return
-		case <-ctx.Done():
-			v.unwatch(id, ch)
-			return
-		case <-stop:
-			v.unwatch(id, ch)
-			return
-		}
+	select {
+	case <-w.done:
+		return
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-stop:
 	}
+	v.unwatch(w)
 }
 
 // render is a record as the API shows it: a queued task that could run here but
