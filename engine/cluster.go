@@ -79,6 +79,9 @@ type cluster struct {
 	avgRun     time.Duration
 	capability steal.Capability
 
+	// gone remembers forgotten peers for routing (ClusterView.Gone), newest last.
+	gone []PeerView
+
 	kicked    bool // look for work at the end of the step
 	pushLoad  bool // work arrived in an empty queue: tell the peers now
 	nextSteal time.Time
@@ -308,8 +311,15 @@ func (c *cluster) peerFinal(id string) {
 	c.viewDirty = true
 }
 
-// forget drops a gone peer from the view and the protocols' memory.
+// forget drops a gone peer from the view and the protocols' memory; routing still
+// knows it is gone for good.
 func (c *cluster) forget(id string) {
+	if p := c.peers[id]; p != nil {
+		c.gone = append(c.gone, PeerView{ID: id, Name: p.name, State: p.state, Gone: true, GoneAt: p.goneAt, Final: true, Meta: p.meta})
+		if len(c.gone) > MaxGone {
+			c.gone = slices.Delete(c.gone, 0, len(c.gone)-MaxGone)
+		}
+	}
 	delete(c.peers, id)
 	c.thief.Forget(steal.NodeID(id))
 	c.victim.Forget(steal.NodeID(id))
@@ -364,11 +374,7 @@ func (c *cluster) onMessage(from string, m *Message, now time.Time) {
 		}
 	}
 	if m.Load != nil {
-		if p := c.peers[from]; p != nil && !p.gone && (p.load == nil || m.Load.Ver > p.load.Ver) {
-			l := *m.Load
-			p.load, p.loadSeen = &l, now
-			c.viewDirty = true
-		}
+		c.takeLoad(c.peers[from], m.Load, now)
 	}
 	if len(m.Cancel) > 0 {
 		acks := make([]Ack, 0, len(m.Cancel))
@@ -836,13 +842,24 @@ func (c *cluster) onPeerLoad(in PeerLoad, now time.Time) {
 	if !ok {
 		return
 	}
-	p := c.peers[id]
-	if p == nil || p.gone || (p.load != nil && in.Load.Ver <= p.load.Ver && now.Sub(p.loadSeen) < c.cfg.LoadTTL) {
+	c.takeLoad(c.peers[id], &in.Load, now.Add(-in.Age))
+}
+
+// takeLoad keeps a peer's load report produced at seen: a newer version replaces the
+// one it has, the same version again says it still holds (gossip repeats an
+// unchanged report so that it does not go stale).
+func (c *cluster) takeLoad(p *peer, l *Load, seen time.Time) {
+	if p == nil || p.gone {
 		return
 	}
-	l := in.Load
-	p.load, p.loadSeen = &l, now.Add(-in.Age)
-	c.viewDirty = true
+	switch {
+	case p.load == nil || l.Ver > p.load.Ver:
+		lc := *l
+		p.load, p.loadSeen = &lc, seen
+		c.viewDirty = true
+	case l.Ver == p.load.Ver && seen.After(p.loadSeen):
+		p.loadSeen = seen
+	}
 }
 
 // view is the membership for the read view.
@@ -855,6 +872,10 @@ func (c *cluster) view() *ClusterView {
 			pv.Load = &l
 		}
 		v.Peers = append(v.Peers, pv)
+	}
+	v.Gone = make([]PeerView, len(c.gone))
+	for i, p := range c.gone {
+		v.Gone[len(c.gone)-1-i] = p
 	}
 	slices.SortFunc(v.Peers, func(a, b PeerView) int {
 		if r := cmp.Compare(a.Name, b.Name); r != 0 {

@@ -86,8 +86,10 @@ type Drain struct {
 }
 
 // Stop: the node is shutting down. New work is refused and nothing more starts; a
-// graceful stop gives stolen tasks that have not started back to their owners.
+// graceful stop gives stolen tasks that have not started back to their owners. The
+// Reply (Req) comes once the engine stopped starting runs.
 type Stop struct {
+	Req      uint64
 	Graceful bool
 }
 

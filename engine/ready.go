@@ -87,7 +87,7 @@ type StopRun struct {
 	Timeout time.Duration
 }
 
-// Reply answers a Submit, Cancel, CancelGraph or Drain.
+// Reply answers a Submit, Cancel, CancelGraph, Drain or Stop.
 type Reply struct {
 	Req uint64
 	// Err is an *api.Error when the request was refused.
@@ -115,7 +115,14 @@ type GraphView struct {
 // ClusterView is the membership as this node sees it, peers sorted by name.
 type ClusterView struct {
 	Peers []PeerView
+	// Gone are the members forgotten since (restarted under a new id, or gone past
+	// the reconnect window), newest first, at most MaxGone: routing still answers
+	// "owner lost" for their tasks.
+	Gone []PeerView
 }
+
+// MaxGone bounds ClusterView.Gone.
+const MaxGone = 1024
 
 // PeerView is a peer as this node sees it.
 type PeerView struct {

@@ -410,6 +410,9 @@ func (e *Engine) checkDrained(time.Time) {
 }
 
 func (e *Engine) onStop(in Stop, now time.Time) {
+	if in.Req != 0 {
+		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req})
+	}
 	if e.stopping {
 		return
 	}

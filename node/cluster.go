@@ -204,7 +204,9 @@ func (n *Node) startCluster() error {
 		w.Close()
 		return fmt.Errorf("node: %w", err)
 	}
+	n.handleMu.Lock()
 	c.gossip = g
+	n.handleMu.Unlock()
 	n.goFunc(n.readLoads)
 	return nil
 }
@@ -249,39 +251,47 @@ func (n *Node) memberGone(m gossip.Member) {
 	n.send(engine.MemberGone{Name: m.Name, State: m.State.String(), Left: m.State == gossip.StateLeft, Meta: md})
 }
 
-// readLoads hands the peers' gossiped load reports to the engine as they change.
+// readLoads hands the peers' gossiped load reports to the engine: a changed report
+// at once, an unchanged one when gossip has a fresher copy of it (its origin repeats
+// it so that it does not go stale), so the engine keeps believing it.
 func (n *Node) readLoads() {
 	c := n.cluster
 	tick := time.NewTicker(c.cfg.LoadInterval)
 	defer tick.Stop()
-	raw := map[string][]byte{}
+	type last struct {
+		raw      []byte
+		produced time.Time
+	}
+	sent := map[string]last{}
 	for {
 		select {
 		case <-n.stopCtx.Done():
 			return
 		case <-tick.C:
 		}
-		seen := make(map[string]bool, len(raw))
+		now := time.Now()
+		seen := make(map[string]bool, len(sent))
 		for _, m := range c.gossip.Members() {
 			if m.Local || len(m.Load) == 0 {
 				continue
 			}
 			seen[m.Name] = true
-			if bytes.Equal(raw[m.Name], m.Load) {
+			produced := now.Add(-m.LoadAge)
+			if l, ok := sent[m.Name]; ok && bytes.Equal(l.raw, m.Load) && produced.Sub(l.produced) < c.cfg.LoadInterval {
 				continue
 			}
 			var l engine.Load
 			if msgpack.Unmarshal(m.Load, &l) != nil {
 				continue
 			}
-			raw[m.Name] = m.Load
+			sent[m.Name] = last{m.Load, produced}
 			if !n.send(engine.PeerLoad{Name: m.Name, Load: l, Age: m.LoadAge}) {
 				return
 			}
 		}
-		for name := range raw {
+		for name := range sent {
 			if !seen[name] {
-				delete(raw, name) // gone from gossip: forget its last report
+				delete(sent, name) // gone from gossip: forget its last report
 			}
 		}
 	}

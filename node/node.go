@@ -53,6 +53,11 @@ type Node struct {
 	ln  net.Listener
 	srv *http.Server
 
+	// handleMu orders handler registrations after Start: the type sets they send to
+	// the loop and announce by gossip arrive in the order they were taken. It also
+	// guards cluster.gossip while Start sets it.
+	handleMu sync.Mutex
+
 	// The goroutine ledger: every goroutine the node starts goes through goFunc,
 	// which refuses once the node is closing; Shutdown and Kill wait for them.
 	gmu     sync.Mutex
@@ -169,6 +174,8 @@ func (n *Node) Handle(typ string, h Handler) error {
 		}
 		return err
 	}
+	n.handleMu.Lock()
+	defer n.handleMu.Unlock()
 	types := n.reg.Types()
 	n.gmu.Lock()
 	if !n.started {
@@ -293,6 +300,22 @@ func (n *Node) call(ctx context.Context, mk func(req uint64) engine.Input) (engi
 		delete(n.calls, req)
 		n.callMu.Unlock()
 	}()
+	n.gmu.Lock()
+	switch {
+	case n.closing:
+		n.gmu.Unlock()
+		return engine.Reply{}, errStopping
+	case !n.started:
+		// The loop does not run yet: whoever holds gmu owns the engine.
+		n.eng.Step(time.Now(), mk(req))
+		rd := n.eng.Ready()
+		n.apply(&rd)
+		n.eng.Advance()
+		n.gmu.Unlock()
+		r := <-ch
+		return r, r.Err
+	}
+	n.gmu.Unlock()
 	if !n.send(mk(req)) {
 		return engine.Reply{}, errStopping
 	}
@@ -435,7 +458,9 @@ func stopCause(s engine.StopRun) error {
 // node (in a cluster, their owner answers for them). It is idempotent.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutOnce.Do(func() {
-		n.send(engine.Stop{Graceful: true})
+		// Once the engine answers, it starts nothing more: what runs now is all
+		// there is to wait for.
+		n.call(ctx, func(req uint64) engine.Input { return engine.Stop{Req: req, Graceful: true} })
 		n.stopNow()
 		n.events.close()
 		if err := n.srv.Shutdown(ctx); err != nil {
