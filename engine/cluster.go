@@ -601,7 +601,9 @@ func (c *cluster) onReport(from string, r *Report, now time.Time) bool {
 		}
 	case r.State == api.Succeeded:
 		e.setExec(t, "")
-		e.finishAt(t, api.Succeeded, "", r.Result, attempt, r.Node, now)
+		// The outcome is the reporting run's: a copy that carried on under a newer
+		// grant (onGrant) is the attempt it started as, not the owner's latest.
+		e.finishAt(t, api.Succeeded, "", r.Result, r.Attempt, r.Node, now)
 	default:
 		e.setExec(t, "")
 		e.attemptFailedAt(t, r.Error, r.Result, attempt, r.Node, now)
@@ -791,7 +793,7 @@ func (c *cluster) stealTick(now time.Time, periodic bool) {
 	if e.stopping || e.draining {
 		return // a node on its way out takes no more work
 	}
-	local := steal.Local{FreeSlots: e.cfg.Slots - e.busy, QueueLen: e.runnable(), Cap: c.capability}
+	local := steal.Local{FreeSlots: max(e.cfg.Slots-e.busy, 0), QueueLen: e.runnable(), Cap: c.capability}
 	if local.FreeSlots <= 0 && local.QueueLen == 0 && c.avgRun > 0 && c.avgRun < prefetchBelow {
 		// Every slot is busy with short stolen runs and nothing waits behind them:
 		// ask ahead for one slot's worth, so the next batch arrives before a slot

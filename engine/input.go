@@ -11,7 +11,8 @@ import (
 type Input interface{ isInput() }
 
 // Submit asks to accept validated specs as one submission (a graph when any has
-// deps). The answer is a Reply with Req.
+// deps). The answer is a Reply with Req. The engine keeps the specs (the records
+// point into Specs): the caller must not change them afterwards.
 type Submit struct {
 	Req   uint64
 	Specs []api.Spec

@@ -17,7 +17,7 @@ const maxBands = 8
 // currentLoad is this node's load now (Ver not set).
 func (c *cluster) currentLoad() Load {
 	e := c.e
-	l := Load{Queued: e.q.len, Bands: e.q.bands(maxBands), Running: e.busy, Free: e.cfg.Slots - e.busy}
+	l := Load{Queued: e.q.len, Bands: e.q.bands(maxBands), Running: min(e.busy, e.cfg.Slots), Free: max(e.cfg.Slots-e.busy, 0)}
 	if len(e.res.free) > 0 {
 		l.FreeRes = maps.Clone(e.res.free)
 	}

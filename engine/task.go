@@ -87,10 +87,9 @@ func (e *Engine) submit(specs []api.Spec, batch bool, now time.Time) ([]string, 
 // pending).
 func (e *Engine) newTask(spec *api.Spec, now time.Time, graph string, gidx int) *entry {
 	e.seq++
-	sp := *spec
-	rec := &record.Record{ID: taskID(e.cfg.ID, e.seq), Seq: e.seq, Spec: &sp, Created: now, Graph: graph, GIdx: gidx}
-	op := record.Op{Kind: record.OpCreate, ID: rec.ID, Rec: rec}
-	t := (&entry{rec: rec.Apply(&op), heapIdx: -1, needs: needsOf(spec.Requires)}).keyed()
+	op := record.Op{Kind: record.OpCreate, ID: taskID(e.cfg.ID, e.seq), Seq: e.seq, Spec: spec, At: now, Graph: graph, GIdx: gidx}
+	rec := (*record.Record)(nil).Apply(&op)
+	t := (&entry{rec: rec, heapIdx: -1, needs: needsOf(spec.Requires)}).keyed()
 	t.class = e.classFor(spec.Type, t.needs)
 	e.rd.Writes = append(e.rd.Writes, op)
 	e.markChanged(t)
@@ -134,18 +133,34 @@ func (e *Engine) enqueue(t *entry, now time.Time, epoch uint64, node string, los
 }
 
 // dispatch starts queued tasks while slots are free.
+//
+// When runs here are short (under aheadBelow on average), it hands the runner up to
+// Slots more runs than it has slots: they wait in the runner's queue and start the
+// moment a slot frees, without a round trip through the event loop. Only tasks that
+// hold no resources go ahead, and only while nothing of higher priority waits.
 func (e *Engine) dispatch(now time.Time) {
-	for e.busy < e.cfg.Slots && !e.stopping {
+	limit := e.cfg.Slots
+	if e.avgRun > 0 && e.avgRun < aheadBelow {
+		limit += e.cfg.Slots
+	}
+	for e.busy < limit && !e.stopping {
 		t := e.q.next(func(c *class) bool { return e.res.fits(c.needs) })
 		if t == nil {
-			if e.cluster != nil {
+			if e.busy < e.cfg.Slots && e.cluster != nil {
 				e.cluster.kicked = true // idle slots and nothing to run here: look at the peers
 			}
 			return
 		}
+		if e.busy >= e.cfg.Slots && (len(t.needs.res) > 0 || t.rec.Spec.Timeout > 0) {
+			return // a run ahead would hold its resources, or use up its timeout, while it waits
+		}
 		e.start(t, now)
 	}
 }
+
+// aheadBelow: runs shorter than this on average are handed to the runner ahead of a
+// free slot (see dispatch).
+const aheadBelow = time.Millisecond
 
 // start takes t off the queue and orders its run.
 func (e *Engine) start(t *entry, now time.Time) {
@@ -189,6 +204,11 @@ func (e *Engine) onRunDone(in RunDone, now time.Time) {
 	e.busy--
 	e.res.give(t.needs)
 	t.running = false
+	if e.avgRun == 0 {
+		e.avgRun = max(in.Elapsed, 1)
+	} else {
+		e.avgRun = (7*e.avgRun + in.Elapsed) / 8
+	}
 	if t.foreign {
 		e.cluster.finishForeign(t, in, now)
 		return

@@ -422,7 +422,7 @@ func (n *Node) Members() api.Cluster {
 	self := api.Member{
 		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
 		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
-		Load: &api.Load{Queued: st.Queued, ByPriority: st.Bands, Running: st.Busy, Free: st.Slots - st.Busy, FreeRes: st.FreeRes},
+		Load: &api.Load{Queued: st.Queued, ByPriority: st.Bands, Running: min(st.Busy, st.Slots), Free: max(st.Slots-st.Busy, 0), FreeRes: st.FreeRes},
 	}
 	if c := n.cluster; c != nil && c.gossip != nil {
 		self.Gossip, self.RPC = c.gossip.LocalAddr(), c.wire.Addr()

@@ -23,6 +23,7 @@ type view struct {
 	mu      sync.RWMutex
 	tasks   map[string]*record.Record
 	order   []orderItem // every published task in submission order
+	maxSeq  uint64      // the highest sequence in order: a record above it is new
 	dead    int         // items of order whose task expired
 	graphs  map[string]*engine.GraphView
 	cluster *engine.ClusterView
@@ -61,8 +62,9 @@ func newView() *view {
 func (v *view) publish(rd *engine.Ready, stats engine.Stats) {
 	v.mu.Lock()
 	for _, r := range rd.Records {
-		if _, ok := v.tasks[r.ID]; !ok {
+		if r.Seq > v.maxSeq { // new: sequences grow, and Records lists new ones in order
 			v.order = append(v.order, orderItem{r.Seq, r.ID})
+			v.maxSeq = r.Seq
 		}
 		v.tasks[r.ID] = r
 	}

@@ -15,7 +15,7 @@ type Kind uint8
 // sets (not increments), so applying an op twice is harmless and a replica applies
 // exactly what the owner decided.
 const (
-	// OpCreate stores a new record: Rec.
+	// OpCreate makes a new record: ID, Seq, Spec, Graph, GIdx, Created=At.
 	OpCreate Kind = iota + 1
 	// OpPending: the task waits for its deps. Sets Waiting.
 	OpPending
@@ -52,8 +52,13 @@ func (k Kind) String() string {
 type Op struct {
 	Kind Kind   `msgpack:"k"`
 	ID   string `msgpack:"i"`
-	// Rec is the new record of an OpCreate.
-	Rec *Record `msgpack:"c,omitempty"`
+
+	// An OpCreate's record: its sequence, its spec (shared by every version of the
+	// record, never changed), and its graph and place there.
+	Seq   uint64    `msgpack:"q,omitempty"`
+	Spec  *api.Spec `msgpack:"p,omitempty"`
+	Graph string    `msgpack:"g,omitempty"`
+	GIdx  int       `msgpack:"gi,omitempty"`
 
 	State      api.State                  `msgpack:"s,omitempty"`
 	At         time.Time                  `msgpack:"t,omitempty"`
@@ -71,13 +76,11 @@ type Op struct {
 }
 
 // Apply returns r changed by op, with its Version bumped. r is not modified; for
-// OpCreate r is ignored (it may be nil) and a copy of op.Rec is returned. OpExpire
+// OpCreate r is ignored (it may be nil) and the new record is returned. OpExpire
 // returns nil.
 func (r *Record) Apply(op *Op) *Record {
 	if op.Kind == OpCreate {
-		c := *op.Rec
-		c.Version++
-		return &c
+		return &Record{ID: op.ID, Seq: op.Seq, Spec: op.Spec, Graph: op.Graph, GIdx: op.GIdx, Created: op.At, Version: 1}
 	}
 	if op.Kind == OpExpire {
 		return nil

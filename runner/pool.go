@@ -127,10 +127,15 @@ func (p *Pool) Start(r Run) {
 			slog.Uint64("epoch", r.Epoch), slog.Int("attempt", r.Attempt))
 		return
 	}
-	ctx, cancel := context.WithCancelCause(p.base)
+	// Each run's context stands alone (StopAll cancels them one by one): deriving
+	// them from one parent would register and unregister every run with it.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	if err := context.Cause(p.base); err != nil {
+		cancel(err) // StopAll came first
+	}
 	j := &job{
 		run:    r,
-		ctx:    runContext{context.WithValue(ctx, ctxKey{}, runInfo{id: r.ID, attempt: r.Attempt})},
+		ctx:    runContext{ctx, runInfo{id: r.ID, attempt: r.Attempt}},
 		cancel: cancel,
 	}
 	p.runs[k] = j
@@ -173,7 +178,15 @@ func (p *Pool) StopAll(cause error) {
 	if cause == nil {
 		cause = ErrStopped
 	}
+	p.runsLock.Lock()
+	defer p.runsLock.Unlock()
+	if p.base.Err() != nil {
+		return // only the first call counts
+	}
 	p.stopAll(cause)
+	for _, j := range p.runs {
+		j.cancel(cause)
+	}
 }
 
 // Running returns how many runs are outstanding: accepted by Start and not yet ended,

@@ -117,7 +117,17 @@ func encodeResult(v any, limit int) (json.RawMessage, error) {
 // deadline passed: Err returns context.DeadlineExceeded, as under context.WithTimeout,
 // and context.Cause the TimeoutError. (Contexts a handler derives from it report
 // context.Canceled with the same cause.)
-type runContext struct{ context.Context }
+type runContext struct {
+	context.Context
+	info runInfo // what TaskID and Attempt read
+}
+
+func (c runContext) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c.info
+	}
+	return c.Context.Value(key)
+}
 
 func (c runContext) Err() error {
 	err := c.Context.Err()
