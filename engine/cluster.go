@@ -81,6 +81,9 @@ type cluster struct {
 
 	// gone remembers forgotten peers for routing (ClusterView.Gone), newest last.
 	gone []PeerView
+	// expect holds executors this node restored tasks on (Restore) and has not seen
+	// since: when they stay unseen past OwnerGrace, their tasks lost a node.
+	expect map[string]time.Time
 
 	kicked    bool // look for work at the end of the step
 	pushLoad  bool // work arrived in an empty queue: tell the peers now
@@ -106,7 +109,7 @@ func newCluster(e *Engine, cfg Config) (*cluster, error) {
 		e: e, cfg: cc, log: cfg.logger(), thief: thief, victim: victim,
 		peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*entry{},
 		outbox: map[string]*outgoing{}, reports: map[string][]Report{}, onPeer: map[string]map[*entry]struct{}{},
-		cancels: map[string]*pendingCancel{}, viewDirty: true,
+		cancels: map[string]*pendingCancel{}, expect: map[string]time.Time{}, viewDirty: true,
 	}
 	c.capability = c.capabilityNow()
 	return c, nil
@@ -180,12 +183,24 @@ func (c *cluster) onMemberUp(in MemberUp, now time.Time) {
 	if p == nil {
 		p = &peer{id: id}
 		c.peers[id] = p
+		c.gone = slices.DeleteFunc(c.gone, func(g PeerView) bool { return g.ID == id }) // a durable node back
 		c.log.Info("peer joined", slog.String("peer", in.Name), slog.String("id", id), slog.String("http", in.Meta.HTTP))
 	}
+	delete(c.expect, id)
+	restarted := p.meta.ID != "" && in.Meta.Inc > p.meta.Inc
+	if restarted && !p.gone {
+		// It restarted (with its data directory: the same id) before gossip noticed
+		// it died: what ran there died with its old self.
+		c.peerGone(id, "restarted", now)
+	}
 	if p.gone {
-		if p.final || !in.Alive {
-			return // a restart gets a new node id; one that left never comes back
+		switch {
+		case !in.Alive:
+			return
+		case p.final && !restarted:
+			return // one that left comes back only as a new incarnation
 		}
+		p.final = false
 		c.peerBack(p, now)
 	}
 	p.meta, p.name, p.state = in.Meta, in.Name, in.State
@@ -766,6 +781,13 @@ func (c *cluster) stealTick(now time.Time, periodic bool) {
 			if now.Sub(o.sentAt) >= c.cfg.ReportResend {
 				o.sentAt = now
 				c.reports[o.owner] = append(c.reports[o.owner], o.report)
+			}
+		}
+	}
+	if periodic && len(c.expect) > 0 {
+		for _, id := range slices.Sorted(maps.Keys(c.expect)) {
+			if now.Sub(c.expect[id]) > c.cfg.OwnerGrace {
+				c.neverSeen(id, now)
 			}
 		}
 	}

@@ -22,8 +22,10 @@ import (
 
 // graphRun is a graph this node owns.
 type graphRun struct {
-	id    string
-	seq   uint64
+	id  string
+	seq uint64
+	// g drives the graph; nil for a graph restored finished (Restore), which only
+	// answers for its tasks.
 	g     *dag.Graph
 	tasks []*entry
 	ids   []string
@@ -225,12 +227,15 @@ func (e *Engine) upstreamReason(gr *graphRun, i int) string {
 // graphTaskEnded tells the graph of t, and the graphs that depend on t from outside,
 // that t ended.
 func (e *Engine) graphTaskEnded(t *entry, now time.Time) {
-	if gr := t.graph; gr != nil {
+	if gr := t.graph; gr != nil && gr.g != nil {
 		e.applyStep(gr, gr.g.Complete(t.rec.GIdx, outcomeOf(t.rec.State)), now)
 	}
 	if ws := e.watchers[t.rec.ID]; len(ws) > 0 {
 		delete(e.watchers, t.rec.ID)
 		for _, gr := range ws {
+			if gr.g == nil {
+				continue
+			}
 			e.applyStep(gr, gr.g.CompleteExternal(t.rec.ID, outcomeOf(t.rec.State)), now)
 		}
 	}
@@ -259,7 +264,7 @@ func (e *Engine) onCancelGraph(in CancelGraph, now time.Time) {
 		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Err: GraphNotFound(in.ID)})
 		return
 	}
-	if gr.g.Done() {
+	if gr.g == nil || gr.g.Done() {
 		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Graph: gr.id, Err: &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
 			Message: fmt.Sprintf("graph %s already finished", in.ID)}})
 		return

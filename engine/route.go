@@ -23,11 +23,6 @@ const (
 // Route decides how to answer for a task whose owner is node id, at now, when a
 // death is confirmed confirm after gossip declared it.
 func (v *ClusterView) Route(owner string, now time.Time, confirm time.Duration) (RouteKind, PeerView) {
-	for _, p := range v.Gone {
-		if p.ID == owner {
-			return RouteOwnerLost, p
-		}
-	}
 	for _, p := range v.Peers {
 		if p.ID != owner {
 			continue
@@ -39,6 +34,11 @@ func (v *ClusterView) Route(owner string, now time.Time, confirm time.Duration) 
 			return RouteOwnerLost, p
 		default:
 			return RouteUnreachable, p
+		}
+	}
+	for _, p := range v.Gone {
+		if p.ID == owner {
+			return RouteOwnerLost, p
 		}
 	}
 	return RouteUnknown, PeerView{}
