@@ -36,6 +36,11 @@ type Config struct {
 	RetryBase time.Duration
 	RetryMax  time.Duration
 
+	// Durable says the node's records outlive it (a data directory): a run stopped
+	// because the node stops is queued again, to run after the restart, rather than
+	// failed.
+	Durable bool
+
 	// Seed seeds the engine's only source of randomness (retry jitter, the thief's
 	// choices). The same seed and the same inputs give the same outputs.
 	Seed [2]uint64

@@ -160,6 +160,10 @@ func New(cfg Config) (*Engine, error) {
 // ID is the node's id.
 func (e *Engine) ID() string { return e.cfg.ID }
 
+// Seq is the highest sequence the engine handed out (task and graph ids): a restarted
+// node must start above it.
+func (e *Engine) Seq() uint64 { return e.seq }
+
 // Step feeds one input at time now (the caller's clock; it must not go back).
 func (e *Engine) Step(now time.Time, in Input) {
 	if now.After(e.now) {

@@ -23,7 +23,9 @@ import (
 // peer stays there: the peer reports to this node (same id) once it sees it again, and
 // if that peer is not seen within the owner grace, the task lost a node.
 //
-// Every restored record is in the next Ready's Records, for the read view.
+// The records are the engine's from now on (it copies one before changing it). Only
+// those the restore changed are in the next Ready's Records: the caller publishes the
+// loaded ones to its read view itself, and need not write them again.
 func (e *Engine) Restore(now time.Time, recs []*record.Record, seq uint64) error {
 	if len(e.tasks) > 0 || e.seq > 0 {
 		return fmt.Errorf("engine: Restore after the engine took work")
@@ -51,7 +53,6 @@ func (e *Engine) Restore(now time.Time, recs []*record.Record, seq uint64) error
 			e.idem[k] = t
 		}
 		e.counts[r.State]++
-		e.markChanged(t)
 		if r.Graph != "" {
 			if _, ok := graphs[r.Graph]; !ok {
 				graphOrder = append(graphOrder, r.Graph)

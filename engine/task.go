@@ -219,6 +219,9 @@ func (e *Engine) onRunDone(in RunDone, now time.Time) {
 	switch {
 	case in.Err == "":
 		e.terminate(t, api.Succeeded, "", in.Result, now)
+	case in.Stopped && e.cfg.Durable:
+		// The node stops and comes back with its records: run it again then.
+		e.enqueue(t, now, t.rec.Epoch+1, t.rec.Node, t.rec.NodeLosses, nil)
 	case in.Stopped:
 		e.terminate(t, api.Failed, in.Err, in.Result, now) // the node goes, and the record with it
 	default:
