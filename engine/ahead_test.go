@@ -7,11 +7,10 @@ import (
 	"github.com/starlingsched/starling/internal/api"
 )
 
-// A run handed to the runner ahead of a free slot waits there; its timeout would tick
-// while it waits, and the task would fail "the run exceeded" a timeout it never ran
-// for. A task with a timeout goes ahead of no slot. Found by the simulation, seed 81
-// (go test ./sim -run 'TestSim$' -sim.seed=81): "task failed with "timeout: the run
-// exceeded 1ms", which none of its runs gave".
+// A task is handed to the runner only when a slot is free: were it to wait in the
+// runner's queue, its timeout would tick while it waits, and it would fail "the run
+// exceeded" a timeout it never ran for. The simulation found that (seed 81) when the
+// engine handed short runs to the runner ahead of free slots.
 func TestTimeoutTaskDoesNotRunAhead(t *testing.T) {
 	cfg := testConfig()
 	cfg.Slots = 1

@@ -37,10 +37,8 @@ type Engine struct {
 
 	q    *queue
 	res  *resources
-	busy int // runs handed to the runner (at most Slots run at once; see dispatch)
-	// avgRun is a moving average of how long runs here take.
-	avgRun time.Duration
-	live   int // owned tasks not terminal
+	busy int // slots in use
+	live int // owned tasks not terminal
 
 	counts map[api.State]int
 	stats  Counters

@@ -132,35 +132,22 @@ func (e *Engine) enqueue(t *entry, now time.Time, epoch uint64, node string, los
 	e.q.push(t)
 }
 
-// dispatch starts queued tasks while slots are free.
-//
-// When runs here are short (under aheadBelow on average), it hands the runner up to
-// Slots more runs than it has slots: they wait in the runner's queue and start the
-// moment a slot frees, without a round trip through the event loop. Only tasks that
-// hold no resources go ahead, and only while nothing of higher priority waits.
+// dispatch starts queued tasks while slots are free. (Handing the runner runs ahead
+// of free slots, to save short runs a trip through the loop, was tried: the gain was
+// lost in the machine's noise, and a run waiting in the runner could not be stolen,
+// sat behind a long run, and was lost at a graceful stop. See DESIGN notes.)
 func (e *Engine) dispatch(now time.Time) {
-	limit := e.cfg.Slots
-	if e.avgRun > 0 && e.avgRun < aheadBelow {
-		limit += e.cfg.Slots
-	}
-	for e.busy < limit && !e.stopping {
+	for e.busy < e.cfg.Slots && !e.stopping {
 		t := e.q.next(func(c *class) bool { return e.res.fits(c.needs) })
 		if t == nil {
-			if e.busy < e.cfg.Slots && e.cluster != nil {
+			if e.cluster != nil {
 				e.cluster.kicked = true // idle slots and nothing to run here: look at the peers
 			}
 			return
 		}
-		if e.busy >= e.cfg.Slots && (len(t.needs.res) > 0 || t.rec.Spec.Timeout > 0) {
-			return // a run ahead would hold its resources, or use up its timeout, while it waits
-		}
 		e.start(t, now)
 	}
 }
-
-// aheadBelow: runs shorter than this on average are handed to the runner ahead of a
-// free slot (see dispatch).
-const aheadBelow = time.Millisecond
 
 // start takes t off the queue and orders its run.
 func (e *Engine) start(t *entry, now time.Time) {
@@ -204,11 +191,6 @@ func (e *Engine) onRunDone(in RunDone, now time.Time) {
 	e.busy--
 	e.res.give(t.needs)
 	t.running = false
-	if e.avgRun == 0 {
-		e.avgRun = max(in.Elapsed, 1)
-	} else {
-		e.avgRun = (7*e.avgRun + in.Elapsed) / 8
-	}
 	if t.foreign {
 		e.cluster.finishForeign(t, in, now)
 		return
