@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -58,7 +57,7 @@ func OwnerOf(id string) (string, bool) {
 }
 
 func specErr(field, format string, args ...any) *api.Error {
-	return &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidSpec, Field: field,
+	return &api.Error{Status: statusBadRequest, Code: api.CodeInvalidSpec, Field: field,
 		Message: field + ": " + fmt.Sprintf(format, args...)}
 }
 
@@ -85,7 +84,7 @@ func (e *Engine) buildGraph(specs []api.Spec, now time.Time) ([]*entry, *graphRu
 			}
 			keys[k] = i
 			if t := e.idem[k]; t != nil {
-				return nil, nil, &api.Error{Status: http.StatusConflict, Code: api.CodeConflict, Field: fmt.Sprintf("tasks[%d].idempotency_key", i),
+				return nil, nil, &api.Error{Status: statusConflict, Code: api.CodeConflict, Field: fmt.Sprintf("tasks[%d].idempotency_key", i),
 					Message: fmt.Sprintf("tasks[%d].idempotency_key: %q belongs to task %s already; a graph cannot take in an existing task that way (name it in deps instead)", i, k, t.rec.ID)}
 			}
 		}
@@ -102,7 +101,7 @@ func (e *Engine) buildGraph(specs []api.Spec, now time.Time) ([]*entry, *graphRu
 		return false
 	}, dag.Limits{MaxTasks: e.cfg.MaxBatch, MaxDepth: e.cfg.MaxGraphDepth})
 	if err != nil {
-		ae := &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidGraph, Message: err.Error()}
+		ae := &api.Error{Status: statusBadRequest, Code: api.CodeInvalidGraph, Message: err.Error()}
 		var de *dag.Error
 		if errors.As(err, &de) {
 			if de.Index >= 0 && de.Field != "" {
@@ -255,7 +254,7 @@ func (e *Engine) unwatch(gr *graphRun) {
 
 // GraphNotFound is the error for a graph this node does not hold.
 func GraphNotFound(id string) error {
-	return &api.Error{Status: http.StatusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("graph %s: expired or unknown graph", id)}
+	return &api.Error{Status: statusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("graph %s: expired or unknown graph", id)}
 }
 
 func (e *Engine) onCancelGraph(in CancelGraph, now time.Time) {
@@ -265,7 +264,7 @@ func (e *Engine) onCancelGraph(in CancelGraph, now time.Time) {
 		return
 	}
 	if gr.g == nil || gr.g.Done() {
-		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Graph: gr.id, Err: &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
+		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Graph: gr.id, Err: &api.Error{Status: statusConflict, Code: api.CodeConflict,
 			Message: fmt.Sprintf("graph %s already finished", in.ID)}})
 		return
 	}

@@ -112,3 +112,14 @@ func (Tick) isInput()        {}
 func (Drain) isInput()       {}
 func (Stop) isInput()        {}
 func (SetTypes) isInput()    {}
+
+// The HTTP statuses of the refusals the engine decides (api.Error.Status); the engine
+// does not import net/http.
+const (
+	statusBadRequest  = 400
+	statusNotFound    = 404
+	statusConflict    = 409
+	statusTooLarge    = 413
+	statusTooMany     = 429
+	statusUnavailable = 503
+)

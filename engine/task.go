@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 
 	"encoding/json"
@@ -30,14 +29,14 @@ func (e *Engine) onSubmit(in Submit, now time.Time) {
 
 func (e *Engine) submit(specs []api.Spec, batch bool, now time.Time) ([]string, *graphRun, error) {
 	if len(specs) == 0 {
-		return nil, nil, &api.Error{Status: http.StatusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
+		return nil, nil, &api.Error{Status: statusBadRequest, Code: api.CodeInvalidRequest, Message: "no tasks in the submission"}
 	}
 	if len(specs) > e.cfg.MaxBatch {
-		return nil, nil, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+		return nil, nil, &api.Error{Status: statusTooLarge, Code: api.CodeTooLarge,
 			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), e.cfg.MaxBatch)}
 	}
 	if e.stopping || e.draining {
-		return nil, nil, &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: "the node is draining or shutting down; submit to another node"}
+		return nil, nil, &api.Error{Status: statusUnavailable, Code: api.CodeDraining, Message: "the node is draining or shutting down; submit to another node"}
 	}
 	fresh := 0
 	for i := range specs {
@@ -47,7 +46,7 @@ func (e *Engine) submit(specs []api.Spec, batch bool, now time.Time) ([]string, 
 	}
 	if e.live+fresh > e.cfg.MaxQueue {
 		e.stats.Rejected++
-		return nil, nil, &api.Error{Status: http.StatusTooManyRequests, Code: api.CodeQueueFull,
+		return nil, nil, &api.Error{Status: statusTooMany, Code: api.CodeQueueFull,
 			Message: fmt.Sprintf("the node's queue is full (%d unfinished tasks, limit %d); retry later or submit to another node", e.live, e.cfg.MaxQueue)}
 	}
 	wasIdle := e.cluster != nil && e.stealable() == 0
@@ -288,7 +287,7 @@ func (e *Engine) onCancel(in Cancel, now time.Time) {
 		return
 	}
 	if t.rec.State.Terminal() {
-		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Rec: t.rec, Err: &api.Error{Status: http.StatusConflict, Code: api.CodeConflict,
+		e.rd.Replies = append(e.rd.Replies, Reply{Req: in.Req, Rec: t.rec, Err: &api.Error{Status: statusConflict, Code: api.CodeConflict,
 			Message: fmt.Sprintf("task %s already %s", in.ID, t.rec.State)}})
 		return
 	}
@@ -312,7 +311,7 @@ func (e *Engine) cancel(t *entry, why string, now time.Time) {
 
 // NotFound is the error for a task this node does not hold.
 func NotFound(id string) error {
-	return &api.Error{Status: http.StatusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("task %s: expired or unknown task", id)}
+	return &api.Error{Status: statusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("task %s: expired or unknown task", id)}
 }
 
 // setExec records where t runs for this node ("": here, or nowhere yet) in the
