@@ -172,6 +172,9 @@ func (n *Node) submit(ctx context.Context, specs []api.Spec, batch bool) (engine
 		return engine.Reply{}, &api.Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
 			Message: fmt.Sprintf("%d tasks in one submission; the limit is %d", len(specs), n.cfg.MaxBatch)}
 	}
+	if n.storeErr.Load() != nil {
+		return engine.Reply{}, n.errStorage()
+	}
 	for i := range specs {
 		if err := n.validate(&specs[i]); err != nil {
 			if batch {
@@ -421,7 +424,7 @@ func (n *Node) Members() api.Cluster {
 	n.view.mu.RUnlock()
 	self := api.Member{
 		Name: n.cfg.Name, ID: n.id, State: "alive", HTTP: n.HTTPAddr(), Version: n.cfg.Version,
-		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true,
+		Slots: n.cfg.Slots, Tags: n.cfg.Tags, Resources: n.cfg.Resources, Self: true, Storage: n.storageName(),
 		Load: &api.Load{Queued: st.Queued, ByPriority: st.Bands, Running: min(st.Busy, st.Slots), Free: max(st.Slots-st.Busy, 0), FreeRes: st.FreeRes},
 	}
 	if c := n.cluster; c != nil && c.gossip != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,9 +156,13 @@ func (c *ClusterConfig) engineConfig() *engine.ClusterConfig {
 // clusterIO is the node's peer plane: gossip and peer RPC. Its fields are set by
 // startCluster and never replaced.
 type clusterIO struct {
-	cfg    ClusterConfig
-	gossip *gossip.Cluster
-	wire   *wire.Transport[engine.Message]
+	cfg ClusterConfig
+	// mu guards gossip and wire while startCluster sets them (the loop may already
+	// run) and pendingLoad, the load the engine published before gossip was up.
+	mu          sync.Mutex
+	gossip      *gossip.Cluster
+	wire        *wire.Transport[engine.Message]
+	pendingLoad []byte
 	// trimmed is set once a load report had to be cut to fit gossip (logged once).
 	trimmed atomic.Bool
 }
@@ -190,7 +195,9 @@ func (n *Node) startCluster() error {
 		ln.Close()
 		return err
 	}
+	c.mu.Lock()
 	c.wire = w // before gossip starts: its events lead to sends
+	c.mu.Unlock()
 	gc := c.cfg.Gossip
 	gc.Name = n.cfg.Name
 	gc.Logger = n.log.With(slog.String("part", "gossip"))
@@ -205,8 +212,16 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.handleMu.Lock()
+	c.mu.Lock()
 	c.gossip = g
+	load := c.pendingLoad
+	c.mu.Unlock()
 	n.handleMu.Unlock()
+	if load != nil {
+		if err := g.SetLoad(load); err != nil {
+			n.log.Warn("publishing the load report", slog.Any("err", err))
+		}
+	}
 	n.goFunc(n.readLoads)
 	return nil
 }
@@ -299,21 +314,32 @@ func (n *Node) readLoads() {
 
 // carryOut sends what the engine decided for the peers.
 func (c *clusterIO) carryOut(n *Node, rd *engine.Ready) {
-	if c.wire == nil {
-		return
-	}
-	for _, m := range rd.Messages {
-		if err := c.wire.Send(m.Addr, m.Msg); err != nil {
-			n.log.Debug("send to peer failed", slog.String("peer", m.To), slog.Any("err", err))
+	c.mu.Lock()
+	w, g := c.wire, c.gossip
+	c.mu.Unlock()
+	if w != nil { // before the peer plane is up there is nobody to send to
+		for _, m := range rd.Messages {
+			if err := w.Send(m.Addr, m.Msg); err != nil {
+				n.log.Debug("send to peer failed", slog.String("peer", m.To), slog.Any("err", err))
+			}
+		}
+		for _, addr := range rd.Drop {
+			w.Drop(addr)
 		}
 	}
-	for _, addr := range rd.Drop {
-		c.wire.Drop(addr)
-	}
-	if rd.Load != nil && c.gossip != nil {
+	if rd.Load != nil {
 		b, trimmed, err := engine.EncodeLoad(rd.Load, gossip.MaxLoadSize)
-		if err == nil {
-			err = c.gossip.SetLoad(b)
+		if err == nil && g == nil {
+			c.mu.Lock()
+			if c.gossip == nil {
+				c.pendingLoad = b // startCluster publishes it
+			} else {
+				g = c.gossip
+			}
+			c.mu.Unlock()
+		}
+		if err == nil && g != nil {
+			err = g.SetLoad(b)
 		}
 		if err != nil {
 			n.log.Warn("publishing the load report", slog.Any("err", err))

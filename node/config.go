@@ -76,6 +76,11 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 
+	// DataDir, when set, keeps the node's records and identity on disk: every
+	// acknowledged task survives a crash, and a node restarted with the directory is
+	// the same node. Empty: the node keeps everything in memory.
+	DataDir string
+
 	// Cluster, when set, makes the node a member of a cluster (gossip, peer RPC,
 	// work stealing). nil: the node runs on its own.
 	Cluster *ClusterConfig

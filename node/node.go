@@ -14,6 +14,7 @@ import (
 
 	"github.com/starlingsched/starling/engine"
 	"github.com/starlingsched/starling/runner"
+	"github.com/starlingsched/starling/store"
 )
 
 // Node is a running Starling node: an engine (package engine) owned by one event
@@ -28,6 +29,16 @@ type Node struct {
 	reg  *runner.Registry
 	exec *runner.Exec
 	pool *runner.Pool
+
+	// store persists the records (store.Mem without a data directory); the loop
+	// appends to it. storeErr is set once it failed; seqSaved is the sequence it
+	// last recorded. recovered is how many records the start loaded, in recoveredIn.
+	store       store.Store
+	storeErr    atomic.Pointer[error]
+	killed      atomic.Bool
+	seqSaved    uint64
+	recovered   int
+	recoveredIn time.Duration
 
 	// eng belongs to the loop goroutine; nothing else touches it after Start.
 	eng   *engine.Engine
@@ -127,11 +138,20 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.reg.SetValidator("exec", n.exec.Check)
 	}
+	recs, st, err := n.openStore()
+	if err != nil {
+		return fail(err)
+	}
+	fail = func(err error) (*Node, error) {
+		ln.Close()
+		n.store.Close()
+		return nil, err
+	}
 	ecfg := engine.Config{
 		ID: n.id, Name: cfg.Name, Inc: n.inc, Slots: cfg.Slots, Tags: cfg.Tags, Resources: cfg.Resources,
 		Types: n.reg.Types(), MaxQueue: cfg.MaxQueue, MaxBatch: cfg.MaxBatch, MaxGraphDepth: cfg.MaxGraphDepth,
 		Retain: cfg.Retain, MaxRecords: cfg.MaxRecords, RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax,
-		Seed: [2]uint64{rand.Uint64(), rand.Uint64()}, Logger: n.log,
+		Seed: [2]uint64{rand.Uint64(), rand.Uint64()}, Logger: n.log, Durable: cfg.DataDir != "",
 	}
 	if cfg.Cluster != nil {
 		cc := *cfg.Cluster
@@ -143,6 +163,11 @@ func New(cfg Config) (*Node, error) {
 	if n.eng, err = engine.New(ecfg); err != nil {
 		return fail(fmt.Errorf("node: %w", err))
 	}
+	if err := n.eng.Restore(time.Now(), recs, st.Seq); err != nil {
+		return fail(fmt.Errorf("node: %w", err))
+	}
+	n.seqSaved = st.Seq
+	n.view.load(recs)
 	n.pool, err = runner.NewPool(runner.Config{
 		Slots: cfg.Slots, MaxResultBytes: cfg.MaxResultBytes, Registry: n.reg, Logger: n.log,
 		Go:   n.goFunc,
@@ -179,12 +204,8 @@ func (n *Node) Handle(typ string, h Handler) error {
 	types := n.reg.Types()
 	n.gmu.Lock()
 	if !n.started {
-		// The loop does not run yet: whoever holds gmu owns the engine.
-		n.eng.Step(time.Now(), engine.SetTypes{Types: types})
-		n.eng.Ready()
-		n.eng.Advance()
 		n.gmu.Unlock()
-		return nil
+		return nil // Start tells the engine the types
 	}
 	n.gmu.Unlock()
 	if !n.send(engine.SetTypes{Types: types}) {
@@ -208,8 +229,12 @@ func (n *Node) Start() error {
 	}
 	n.started = true
 	n.gmu.Unlock()
-	// The loop first: the peer plane's callbacks feed it.
+	// The loop first: the peer plane's callbacks feed it. Its first step carries out
+	// what restoring the records decided.
 	n.goFunc(n.loop)
+	n.handleMu.Lock()
+	n.send(engine.SetTypes{Types: n.reg.Types()}) // the handlers registered before Start
+	n.handleMu.Unlock()
 	if n.cluster != nil {
 		if err := n.startCluster(); err != nil {
 			n.Kill()
@@ -223,8 +248,13 @@ func (n *Node) Start() error {
 	})
 	// Not in the ledger: it calls Shutdown, which waits for the ledger.
 	go n.stopWhenDrained()
+	storage := slog.String("storage", "memory: records are lost when the node stops (--data-dir keeps them)")
+	if n.cfg.DataDir != "" {
+		storage = slog.String("storage", n.cfg.DataDir)
+	}
 	n.log.Info("node started", slog.String("http", n.HTTPAddr()), slog.String("id", n.id),
-		slog.Int("slots", n.cfg.Slots), slog.Any("tags", n.cfg.Tags))
+		slog.Int("slots", n.cfg.Slots), slog.Any("tags", n.cfg.Tags), storage,
+		slog.Int("recovered", n.recovered), slog.Duration("recovery", n.recoveredIn))
 	return nil
 }
 
@@ -402,10 +432,10 @@ func (n *Node) loop() {
 // apply carries out a Ready in the order the engine requires: persist, send, start
 // and stop runs, answer and publish.
 func (n *Node) apply(rd *engine.Ready) {
-	// 1. Writes: the in-memory node keeps its records in the engine; a durable
-	// store persists rd.Writes here, before anything below.
-	// 2. Messages.
-	if c := n.cluster; c != nil {
+	// 1. What the step changed is durable before anything below says so.
+	durable := n.persist(rd)
+	// 2. Messages: acknowledgements and grants only once durable (peers resend).
+	if c := n.cluster; c != nil && durable {
 		c.carryOut(n, rd)
 	}
 	// 3. Runs.
@@ -423,6 +453,9 @@ func (n *Node) apply(rd *engine.Ready) {
 	if len(rd.Replies) > 0 {
 		n.callMu.Lock()
 		for _, r := range rd.Replies {
+			if !durable && r.Err == nil {
+				r = engine.Reply{Req: r.Req, Err: n.errStorage()}
+			}
 			if ch := n.calls[r.Req]; ch != nil {
 				ch <- r
 			}
@@ -491,6 +524,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // and simulations (testcluster); programs use Shutdown.
 func (n *Node) Kill() {
 	n.shutOnce.Do(func() {
+		n.killed.Store(true) // a crash writes nothing more
 		n.send(engine.Stop{})
 		n.stopNow()
 		n.events.close()
@@ -541,6 +575,15 @@ func (n *Node) finish(ctx context.Context, leave bool) {
 		n.cluster.stop(n, ctx, leave)
 	}
 	n.pool.Close()
+	if started {
+		select {
+		case <-n.loopDone: // it may be writing a batch
+		case <-ctx.Done():
+		}
+	}
+	if err := n.store.Close(); err != nil {
+		n.log.Warn("closing the data directory", slog.Any("err", err))
+	}
 	waited := make(chan struct{})
 	go func() { // ends when the ledger is empty; a stuck handler keeps only this one
 		n.gwg.Wait()

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -55,6 +56,19 @@ func newView() *view {
 		cluster: &engine.ClusterView{},
 		lost:    map[string]lostPeer{},
 		waiters: map[string][]*waiter{},
+	}
+}
+
+// load publishes the records a restarted node loaded from its data directory.
+func (v *view) load(recs []*record.Record) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	sorted := slices.Clone(recs)
+	slices.SortFunc(sorted, func(a, b *record.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, r := range sorted {
+		v.tasks[r.ID] = r
+		v.order = append(v.order, orderItem{r.Seq, r.ID})
+		v.maxSeq = max(v.maxSeq, r.Seq)
 	}
 }
 

@@ -39,19 +39,22 @@ type Graph struct {
 
 // Member is one node of the cluster as the answering node sees it.
 type Member struct {
-	Name      string            `json:"name"`
-	ID        string            `json:"id"`
-	State     string            `json:"state"`
-	HTTP      string            `json:"http"`
-	Gossip    string            `json:"gossip,omitempty"`
-	RPC       string            `json:"rpc,omitempty"`
-	Version   string            `json:"version,omitempty"`
-	Slots     int               `json:"slots"`
-	Tags      []string          `json:"tags,omitempty"`
-	Resources map[string]int64  `json:"resources,omitempty"`
-	Load      *Load             `json:"load,omitempty"`
-	Self      bool              `json:"self,omitempty"`
-	Extra     map[string]string `json:"extra,omitempty"`
+	Name      string           `json:"name"`
+	ID        string           `json:"id"`
+	State     string           `json:"state"`
+	HTTP      string           `json:"http"`
+	Gossip    string           `json:"gossip,omitempty"`
+	RPC       string           `json:"rpc,omitempty"`
+	Version   string           `json:"version,omitempty"`
+	Slots     int              `json:"slots"`
+	Tags      []string         `json:"tags,omitempty"`
+	Resources map[string]int64 `json:"resources,omitempty"`
+	Load      *Load            `json:"load,omitempty"`
+	Self      bool             `json:"self,omitempty"`
+	// Storage is where the node keeps its records: "disk" (a data directory) or
+	// "memory" (lost when the node stops).
+	Storage string            `json:"storage,omitempty"`
+	Extra   map[string]string `json:"extra,omitempty"`
 }
 
 // Load is a node's reported load. It is a hint: it may be a moment old.
