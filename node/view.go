@@ -36,7 +36,7 @@ type view struct {
 
 	// Long polls: channels closed when a task or graph is finished (terminal, done).
 	wmu     sync.Mutex
-	waiters map[string][]*waiter
+	waiters map[string]waitList
 }
 
 type lostPeer struct {
@@ -55,7 +55,7 @@ func newView() *view {
 		graphs:  map[string]*engine.GraphView{},
 		cluster: &engine.ClusterView{},
 		lost:    map[string]lostPeer{},
-		waiters: map[string][]*waiter{},
+		waiters: map[string]waitList{},
 	}
 }
 
@@ -133,12 +133,51 @@ func (v *view) publish(rd *engine.Ready, stats engine.Stats) {
 }
 
 func (v *view) wakeLocked(id string) {
-	for _, w := range v.waiters[id] {
+	l, ok := v.waiters[id]
+	if !ok {
+		return
+	}
+	l.each(func(w *waiter) {
 		if w.left--; w.left == 0 {
 			close(w.done)
 		}
-	}
+	})
 	delete(v.waiters, id)
+}
+
+// waitList is the waiters of one id: nearly always one, kept without a slice.
+type waitList struct {
+	one  *waiter
+	more []*waiter
+}
+
+func (l waitList) add(w *waiter) waitList {
+	if l.one == nil {
+		l.one = w
+	} else {
+		l.more = append(l.more, w)
+	}
+	return l
+}
+
+func (l waitList) remove(w *waiter) waitList {
+	l.more = slices.DeleteFunc(l.more, func(x *waiter) bool { return x == w })
+	if l.one == w {
+		l.one = nil
+		if len(l.more) > 0 {
+			l.one, l.more = l.more[0], l.more[1:]
+		}
+	}
+	return l
+}
+
+func (l waitList) each(f func(*waiter)) {
+	if l.one != nil {
+		f(l.one)
+	}
+	for _, w := range l.more {
+		f(w)
+	}
 }
 
 // trackLostLocked keeps a live context for each live peer and cancels those of the
@@ -224,7 +263,7 @@ func (v *view) watch(ids []string) *waiter {
 		return nil
 	}
 	for _, id := range w.ids {
-		v.waiters[id] = append(v.waiters[id], w)
+		v.waiters[id] = v.waiters[id].add(w)
 	}
 	w.left = len(w.ids)
 	return w
@@ -235,11 +274,10 @@ func (v *view) unwatch(w *waiter) {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
 	for _, id := range w.ids {
-		ws := slices.DeleteFunc(v.waiters[id], func(x *waiter) bool { return x == w })
-		if len(ws) == 0 {
+		if l := v.waiters[id].remove(w); l.one == nil {
 			delete(v.waiters, id)
 		} else {
-			v.waiters[id] = ws
+			v.waiters[id] = l
 		}
 	}
 }
