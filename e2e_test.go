@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/starlingsched/starling/client"
+	"github.com/starlingsched/starling/node"
 )
 
 // The multi-process test of DESIGN.md §8: the real binary, three agents on loopback,
@@ -28,6 +30,8 @@ type agent struct {
 	name   string
 	http   string
 	gossip string
+	bin    string
+	args   []string // the command line, the same at every start
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	done   chan struct{} // closed when the process has exited
@@ -81,43 +85,56 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// startAgent starts an agent; join is a gossip address to join ("" for the first).
-func startAgent(t *testing.T, bin, name, join string) *agent {
+// startAgent starts an agent; join is a gossip address to join ("" for the first),
+// extra more flags.
+func startAgent(t *testing.T, bin, name, join string, extra ...string) *agent {
 	t.Helper()
 	a := &agent{
 		name:   name,
 		http:   net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 		gossip: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
+		bin:    bin,
 		out:    &syncBuffer{},
-		done:   make(chan struct{}),
 	}
-	args := []string{"agent", "--name", name, "--http", a.http, "--bind", a.gossip,
+	a.args = []string{"agent", "--name", name, "--http", a.http, "--bind", a.gossip,
 		"--profile", "fast", "--slots", "2", "--log-level", "warn"}
 	if join != "" {
-		args = append(args, "--join", join)
+		a.args = append(a.args, "--join", join)
 	}
-	a.cmd = exec.Command(bin, args...)
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	if err := a.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		a.cmd.Wait()
-		close(a.done)
-	}()
+	a.args = append(a.args, extra...)
+	a.start(t)
 	t.Cleanup(func() {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.done:
-		case <-time.After(5 * time.Second):
-			a.cmd.Process.Kill()
-			<-a.done
-		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, a.out)
 		}
 	})
 	return a
+}
+
+// start runs the agent's command line (again, after it was killed: the same
+// flags, the same ports).
+func (a *agent) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(a.bin, a.args...)
+	cmd.Stdout, cmd.Stderr = a.out, a.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", a.name, err)
+	}
+	done := make(chan struct{})
+	a.cmd, a.done = cmd, done
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
 }
 
 func (a *agent) client(t *testing.T) *client.Client {
@@ -343,4 +360,185 @@ func TestE2E_frozenOwner(t *testing.T) {
 	if took := time.Since(start); took > 45*time.Second {
 		t.Fatalf("the answer took %s; it should come once gossip declares the owner dead", took)
 	}
+}
+
+// A durable agent killed with SIGKILL under load and started again with the same
+// command (the same --data-dir, the same ports) loses nothing it acknowledged: every
+// task it accepted ends exactly once, the same on every agent, and it answers for
+// the tasks of its previous life.
+func TestE2E_killNineDurableAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three agents")
+	}
+	bin := buildStarling(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	agents := []*agent{startAgent(t, bin, "durable-0", "", "--data-dir", dirs[0])}
+	for i := 1; i < 3; i++ {
+		agents = append(agents, startAgent(t, bin, fmt.Sprintf("durable-%d", i), agents[0].gossip, "--data-dir", dirs[i]))
+	}
+	clients := make([]*client.Client, len(agents))
+	for i, a := range agents {
+		clients[i] = a.client(t)
+	}
+	waitAlive(t, ctx, clients[0], 3)
+	owner := agents[0]
+
+	// Submit to agent 0 without retries, so that what it acknowledged is known, in
+	// batches of sleeps of 20-50 ms, faster than the three agents run them.
+	var (
+		ackMu sync.Mutex
+		acked []string
+	)
+	ackedNow := func() []string {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		return slices.Clone(acked)
+	}
+	sleeps := func(n, seed int) []client.Spec {
+		specs := make([]client.Spec, n)
+		for i := range specs {
+			specs[i] = client.Spec{Type: "sleep", Payload: json.RawMessage(fmt.Sprintf(`{"ms": %d}`, 20+(seed+i*7)%31))}
+		}
+		return specs
+	}
+	once, err := client.New(owner.http, client.WithRetry(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	submitted := make(chan error, 1)
+	go func() {
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				submitted <- nil
+				return
+			default:
+			}
+			s, err := once.SubmitBatch(ctx, sleeps(20, k))
+			if err != nil {
+				submitted <- err // the kill
+				return
+			}
+			ackMu.Lock()
+			acked = append(acked, s.IDs...)
+			ackMu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	waitUntil(t, 20*time.Second, "agent 0 runs tasks, another agent runs some of them, a backlog waits", func() error {
+		if n := len(ackedNow()); n < 200 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		l, err := clients[0].List(ctx, client.ListOptions{States: []client.State{client.Running, client.Queued}, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		here, there, queued := 0, 0, 0
+		for _, r := range l.Tasks {
+			switch {
+			case r.State == client.Queued:
+				queued++
+			case r.Node == owner.name:
+				here++
+			default:
+				there++
+			}
+		}
+		if here == 0 || there == 0 || queued < 20 {
+			return fmt.Errorf("running on agent 0 %d, elsewhere %d; queued %d", here, there, queued)
+		}
+		return nil
+	})
+	before := ackedNow()
+	if err := owner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-owner.done
+	close(stop)
+	<-submitted
+	owner.start(t)
+	waitUntil(t, 20*time.Second, "agent 0 serves again", func() error { return clients[0].Ready(ctx) })
+	waitAlive(t, ctx, clients[1], 3)
+
+	// The same node: its new tasks carry its id, and a second agent on its directory
+	// is refused.
+	more, err := clients[0].SubmitBatch(ctx, sleeps(100, 1))
+	if err != nil {
+		t.Fatalf("submit to the restarted agent: %v", err)
+	}
+	oldOwner, _ := node.OwnerOf(before[0])
+	if o, _ := node.OwnerOf(more.IDs[0]); o != oldOwner {
+		t.Errorf("the restarted agent hands out ids of node %s, want its old id %s", o, oldOwner)
+	}
+	second := exec.CommandContext(ctx, bin, "agent", "--http", "127.0.0.1:0", "--bind", "127.0.0.1:0", "--data-dir", dirs[0])
+	out, err := second.CombinedOutput()
+	if code := second.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "in use") {
+		t.Errorf("a second agent on agent 0's data directory: exit %d (%v), want 1 and \"in use\":\n%s", code, err, out)
+	}
+
+	// Every acknowledged task ends once: succeeded, the same on every agent.
+	ids := append(ackedNow(), more.IDs...)
+	deadline, dcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer dcancel()
+	perNode := map[string]int{}
+	lost := 0
+	for _, id := range ids {
+		rec, err := clients[0].Wait(deadline, id, 0)
+		if err != nil {
+			t.Fatalf("task %s: %v (last state %s)", id, err, rec.State)
+		}
+		if rec.State != client.Succeeded || !strings.Contains(string(rec.Result), "slept_ms") {
+			t.Errorf("task %s ended %s (%s): %s", id, rec.State, rec.Result, rec.Error)
+		}
+		perNode[rec.Node]++
+		lost += rec.NodeLosses
+		for k := 1; k < len(clients); k++ {
+			again, err := clients[k].Get(ctx, id)
+			if err != nil || again.State != rec.State || again.Attempt != rec.Attempt || again.Node != rec.Node || !bytes.Equal(again.Result, rec.Result) {
+				t.Errorf("%s on task %s: %s attempt %d on %s, result %s (%v); agent 0 says %s attempt %d on %s, result %s",
+					agents[k].name, id, again.State, again.Attempt, again.Node, again.Result, err, rec.State, rec.Attempt, rec.Node, rec.Result)
+			}
+		}
+	}
+	t.Logf("%d tasks acknowledged before the kill, %d after; per agent %v; %d node losses", len(before), len(ids)-len(before), perNode, lost)
+	if lost == 0 {
+		t.Errorf("no task counts a node loss, yet agent 0 was killed while it ran some")
+	}
+	if len(perNode) < 3 {
+		t.Errorf("the work did not spread: %v", perNode)
+	}
+
+	// starling status of a task from before the kill, on the restarted agent.
+	out, err = exec.CommandContext(ctx, bin, "status", "--addr", owner.http, before[0]).Output()
+	if err != nil {
+		t.Fatalf("starling status %s: %v\n%s", before[0], err, out)
+	}
+	var rec client.Task
+	if err := json.Unmarshal(out, &rec); err != nil || rec.ID != before[0] || rec.State != client.Succeeded {
+		t.Errorf("starling status %s: %s %s (%v)", before[0], rec.ID, rec.State, err)
+	}
+}
+
+// waitAlive waits until the agent behind cl sees n members alive.
+func waitAlive(t *testing.T, ctx context.Context, cl *client.Client, n int) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, fmt.Sprintf("%d members alive", n), func() error {
+		c, err := cl.Cluster(ctx)
+		if err != nil {
+			return err
+		}
+		alive := 0
+		for _, m := range c.Members {
+			if m.State == "alive" && m.HTTP != "" {
+				alive++
+			}
+		}
+		if alive != n {
+			return fmt.Errorf("%d alive: %+v", alive, c.Members)
+		}
+		return nil
+	})
 }

@@ -222,9 +222,12 @@ func (c *cluster) onMemberGone(in MemberGone, now time.Time) {
 		c.viewDirty = true
 	}
 	c.peerGone(id, in.State, now)
-	if in.Left {
+	if p := c.peers[id]; in.Left && p != nil && !p.meta.Durable {
 		c.peerFinal(id)
 	}
+	// A durable node that left comes back with its tasks (a restart, an upgrade):
+	// like a dead one, what this node runs for it goes on for the owner grace, and
+	// the reports it is owed wait for it.
 }
 
 // peerBack takes back a peer that was declared dead but lives: a partition healed, or

@@ -76,6 +76,9 @@ type Meta struct {
 	Res   map[string]int64 `msgpack:"c,omitempty"`
 	Types []string         `msgpack:"y,omitempty"`
 	Ver   string           `msgpack:"v,omitempty"`
+	// Durable: the node keeps its records on disk, so when it leaves it comes back
+	// with the same id and its tasks.
+	Durable bool `msgpack:"d,omitempty"`
 }
 
 // Load is a node's load report, as gossip spreads it a few times a second. Backlog

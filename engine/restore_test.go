@@ -150,3 +150,38 @@ func TestPeerRestartWithSameID(t *testing.T) {
 		t.Fatalf("the restarted peer is not a live member: %+v", p)
 	}
 }
+
+// A durable owner that leaves gracefully comes back with its tasks: what this node
+// runs for it goes on, its reports wait for it, and routing says unreachable, not
+// lost.
+func TestDurableOwnerLeavesAndComesBack(t *testing.T) {
+	e, err := New(clusterTestConfig("thief000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	const owner = "owner000"
+	run := stealOne(t, e, t0, owner, api.Spec{Type: "block"}, nil)
+	meta := Meta{ID: owner, Inc: 1, RPC: owner + ":1", Types: []string{"block"}, Durable: true}
+	step(e, t0, MemberUp{Name: "v-" + owner, State: "alive", Alive: true, Meta: meta})
+	rd := step(e, t0.Add(time.Second), MemberGone{Name: "v-" + owner, State: "left", Left: true, Meta: meta})
+	if len(rd.Stop) != 0 {
+		t.Fatalf("a durable owner's leave stopped its runs here: %+v", rd.Stop)
+	}
+	if kind, _ := e.cluster.view().Route(owner, t0.Add(time.Hour), time.Second); kind != RouteUnreachable {
+		t.Fatalf("route to a durable owner that left: %d, want unreachable", kind)
+	}
+	rd = step(e, t0.Add(2*time.Second), RunDone{ID: run.ID, Epoch: run.Epoch, Attempt: run.Attempt, Result: json.RawMessage(`1`)})
+	meta.Inc = 2
+	step(e, t0.Add(2*time.Second), MemberUp{Name: "v-" + owner, State: "alive", Alive: true, Meta: meta})
+	rd = step(e, t0.Add(3*time.Second), Tick{})
+	var got *Report
+	for _, r := range reports(rd) {
+		if r.ID == run.ID && r.State == api.Succeeded {
+			got = &r
+		}
+	}
+	if got == nil {
+		t.Fatalf("the owner came back, but the run's result is not sent to it: %+v", rd.Messages)
+	}
+}

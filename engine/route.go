@@ -21,7 +21,8 @@ const (
 )
 
 // Route decides how to answer for a task whose owner is node id, at now, when a
-// death is confirmed confirm after gossip declared it.
+// death is confirmed confirm after gossip declared it. A durable owner (it keeps its
+// records on disk) is unreachable, never lost, until it is forgotten.
 func (v *ClusterView) Route(owner string, now time.Time, confirm time.Duration) (RouteKind, PeerView) {
 	for _, p := range v.Peers {
 		if p.ID != owner {
@@ -30,6 +31,8 @@ func (v *ClusterView) Route(owner string, now time.Time, confirm time.Duration) 
 		switch {
 		case !p.Gone:
 			return RouteForward, p
+		case p.Meta.Durable && !p.Final:
+			return RouteUnreachable, p // it comes back with its records
 		case p.Final || now.Sub(p.GoneAt) > confirm:
 			return RouteOwnerLost, p
 		default:

@@ -230,7 +230,7 @@ func (n *Node) startCluster() error {
 func (n *Node) meta(types []string) engine.Meta {
 	return engine.Meta{
 		ID: n.id, Inc: n.inc, HTTP: n.HTTPAddr(), RPC: n.cluster.wire.Addr(), Slots: n.cfg.Slots,
-		Tags: n.cfg.Tags, Res: n.cfg.Resources, Types: types, Ver: n.cfg.Version,
+		Tags: n.cfg.Tags, Res: n.cfg.Resources, Types: types, Ver: n.cfg.Version, Durable: n.cfg.DataDir != "",
 	}
 }
 

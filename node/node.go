@@ -163,11 +163,15 @@ func New(cfg Config) (*Node, error) {
 	if n.eng, err = engine.New(ecfg); err != nil {
 		return fail(fmt.Errorf("node: %w", err))
 	}
-	if err := n.eng.Restore(time.Now(), recs, st.Seq); err != nil {
+	restoreStart := time.Now()
+	if err := n.eng.Restore(restoreStart, recs, st.Seq); err != nil {
 		return fail(fmt.Errorf("node: %w", err))
 	}
 	n.seqSaved = st.Seq
 	n.view.load(recs)
+	if n.cfg.DataDir != "" {
+		n.recoveredIn += time.Since(restoreStart) // loading, restoring and publishing
+	}
 	n.pool, err = runner.NewPool(runner.Config{
 		Slots: cfg.Slots, MaxResultBytes: cfg.MaxResultBytes, Registry: n.reg, Logger: n.log,
 		Go:   n.goFunc,
@@ -645,6 +649,10 @@ func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 
 // URL is the API's base URL.
 func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
+
+// Recovered says how many records the node loaded from its data directory at New,
+// and how long loading them and rebuilding its state took.
+func (n *Node) Recovered() (records int, took time.Duration) { return n.recovered, n.recoveredIn }
 
 // Types lists the task types this node can run.
 func (n *Node) Types() []string { return n.reg.Types() }

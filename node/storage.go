@@ -31,7 +31,7 @@ func (n *Node) openStore() ([]*record.Record, store.State, error) {
 	lg, err := store.Open(n.cfg.DataDir, store.Options{Logger: n.log.With(slog.String("part", "store"))})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
-			return nil, store.State{}, fmt.Errorf("node: data directory %s is in use by another starling process (or this one): %w", n.cfg.DataDir, err)
+			return nil, store.State{}, fmt.Errorf("node: %w", err) // it names the directory and the holder
 		}
 		return nil, store.State{}, fmt.Errorf("node: data directory %s: %w", n.cfg.DataDir, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"log"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +42,15 @@ type Options struct {
 	Configure func(i int, cfg *node.Config)
 	// Logger receives every node's logs (default: discard).
 	Logger *slog.Logger
+	// Durable gives every node a data directory (node.Config.DataDir), so that
+	// Restart brings a killed or stopped node back as the same node: its id, its
+	// tasks. Without it, Restart starts a new node (a new id) under the old name.
+	Durable bool
+	// DataDir is the root of the durable nodes' directories: node i keeps its
+	// records in DataDir/node-i, which outlives the cluster (a second cluster on
+	// the same root gets the nodes back). Setting it makes the nodes durable. Empty,
+	// with Durable: a temporary directory that Close removes.
+	DataDir string
 }
 
 // Cluster is a set of in-process nodes.
@@ -50,13 +61,19 @@ type Cluster struct {
 
 	mu      sync.Mutex // guards members
 	members []*member
+
+	// root holds the nodes' data directories ("" for in-memory nodes); Close
+	// removes it when the cluster made it.
+	root     string
+	tempRoot bool
 }
 
 type member struct {
-	name   string
-	node   *node.Node
-	client *client.Client
-	alive  bool
+	name    string
+	dataDir string // as the node was last started with ("": in memory)
+	node    *node.Node
+	client  *client.Client
+	alive   bool
 }
 
 // New starts a cluster and waits until every node sees every other.
@@ -70,7 +87,14 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{opts: opts, Net: faultnet.New()}
+	c := &Cluster{opts: opts, Net: faultnet.New(), root: opts.DataDir}
+	if opts.Durable && c.root == "" {
+		root, err := os.MkdirTemp("", "starling-testcluster-")
+		if err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+		c.root, c.tempRoot = root, true
+	}
 	for i := range opts.Nodes {
 		m := &member{name: fmt.Sprintf("node-%d", i)}
 		c.members = append(c.members, m)
@@ -105,6 +129,9 @@ func (c *Cluster) startNode(i int) error {
 	cfg.Name = m.name
 	cfg.Slots = c.opts.Slots
 	cfg.Logger = c.opts.Logger
+	if c.root != "" {
+		cfg.DataDir = filepath.Join(c.root, m.name)
+	}
 	profile := c.opts.Profile
 	if profile == "" {
 		profile = "fast"
@@ -158,7 +185,7 @@ func (c *Cluster) startNode(i int) error {
 		return err
 	}
 	c.mu.Lock()
-	m.node, m.client, m.alive = n, cl, true
+	m.node, m.client, m.alive, m.dataDir = n, cl, true, cfg.DataDir
 	c.mu.Unlock()
 	return nil
 }
@@ -207,6 +234,14 @@ func (c *Cluster) Client(i int) *client.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.members[i].client
+}
+
+// DataDir returns the data directory node i keeps its records in, "" for a node in
+// memory.
+func (c *Cluster) DataDir(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[i].dataDir
 }
 
 // Alive reports whether node i runs.
@@ -330,7 +365,9 @@ func (c *Cluster) down(i int) *member {
 	return m
 }
 
-// Restart starts a stopped or killed node i again, under the same name.
+// Restart starts a stopped or killed node i again, under the same name, on new
+// ports. A durable node (Options.Durable) comes back on its data directory as the
+// same node, with its id and its tasks; any other is a new node with a new id.
 func (c *Cluster) Restart(i int) error {
 	if c.Alive(i) {
 		return fmt.Errorf("testcluster: node %d is running", i)
@@ -362,8 +399,13 @@ func (c *Cluster) Heal() { c.Net.Heal() }
 
 // Close stops every node gracefully, one after the other: nodes that leave together
 // wait for each other's leave broadcasts (seconds), one at a time takes milliseconds.
+// It removes the nodes' data directories when the cluster made them (Durable without
+// DataDir).
 func (c *Cluster) Close() {
 	for i := range c.members {
 		c.Stop(i)
+	}
+	if c.tempRoot {
+		os.RemoveAll(c.root)
 	}
 }

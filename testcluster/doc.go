@@ -18,4 +18,14 @@
 // node off the network without stopping it; Partition splits the nodes into groups
 // that cannot reach each other, for gossip and for peer RPC alike. Start registers
 // Close with t.Cleanup.
+//
+// With Options.Durable every node keeps its records in a data directory (a temporary
+// one that Close removes, or one under Options.DataDir), and Restart brings a killed
+// or stopped node back as the same node, with its id and its tasks:
+//
+//	c := testcluster.Start(t, testcluster.Options{Nodes: 3, Durable: true})
+//	ids, err := c.Submit(ctx, 0, specs...)
+//	c.Kill(0)                 // no Shutdown: what was not synced is gone
+//	err = c.Restart(0)        // node 0 again, on its directory
+//	recs, err := c.Await(ctx, ids)
 package testcluster

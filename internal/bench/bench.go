@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -32,6 +33,12 @@ type Options struct {
 	Tasks   int
 	Batch   int
 	Clients int
+	// DataDir makes the in-process nodes durable, with their records in this
+	// directory (a cluster's node i in DataDir/node-i); Durable does the same in a
+	// temporary directory removed after the run. Without either they keep everything
+	// in memory. The result's "durable" says which the node under test was.
+	DataDir string
+	Durable bool
 	// Summary receives a human-readable summary.
 	Summary io.Writer
 }
@@ -40,7 +47,7 @@ type Options struct {
 type Result map[string]any
 
 // Workloads names the workloads Run knows.
-var Workloads = []string{"roundtrip", "throughput", "imbalance", "chain", "fanin"}
+var Workloads = []string{"roundtrip", "throughput", "imbalance", "chain", "fanin", "recovery"}
 
 // Run runs one workload and returns its figures.
 func Run(ctx context.Context, o Options) (Result, error) {
@@ -64,6 +71,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		if o.Nodes == 0 && o.Addr == "" {
 			o.Nodes = 4
 		}
+	case "recovery":
+		r, err := recovery(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		r["workload"] = o.Workload
+		r["go_max_procs"] = runtime.GOMAXPROCS(0)
+		return r, nil
 	case "fanin":
 		run = fanin
 		if o.Addr != "" {
@@ -78,6 +93,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		// One task has no deps: no graph to wait for.
 		return nil, fmt.Errorf("bench: %s needs at least 2 tasks, to make a graph", o.Workload)
 	}
+	if o.Addr != "" && (o.Durable || o.DataDir != "") {
+		return nil, fmt.Errorf("bench: --data-dir and --durable apply to the nodes bench starts; a node at --addr keeps its own storage (its --data-dir)")
+	}
 	cl, stop, err := target(o)
 	if err != nil {
 		return nil, err
@@ -87,6 +105,17 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	durable := o.Durable || o.DataDir != ""
+	if o.Addr != "" {
+		c, err := cl.Cluster(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range c.Members {
+			durable = durable || (m.Self && m.Storage == "disk")
+		}
+	}
+	r["durable"] = durable
 	if o.Nodes > 0 {
 		perNode := map[string]int{}
 		for _, t := range recs {
@@ -113,31 +142,49 @@ func target(o Options) (*client.Client, func(), error) {
 			cfg.Slots = o.Slots
 		}
 	}
+	dir, removeDir := o.DataDir, func() {}
+	if o.Durable && dir == "" {
+		tmp, err := os.MkdirTemp("", "starling-bench-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: %w", err)
+		}
+		dir, removeDir = tmp, func() { os.RemoveAll(tmp) }
+	}
 	if o.Nodes > 0 {
 		c, err := testcluster.New(testcluster.Options{Nodes: o.Nodes, Slots: or(o.Slots, runtime.NumCPU()),
 			Handlers:  map[string]node.Handler{"bench.leaf": leaf},
-			Configure: func(_ int, cfg *node.Config) { tune(cfg) }})
+			Configure: func(_ int, cfg *node.Config) { tune(cfg) },
+			DataDir:   dir})
 		if err != nil {
+			removeDir()
 			return nil, nil, err
 		}
-		return c.Client(0), c.Close, nil
+		return c.Client(0), func() { c.Close(); removeDir() }, nil
 	}
 	cfg := node.LocalConfig()
 	tune(&cfg)
+	cfg.DataDir = dir
 	n, err := node.New(cfg)
 	if err != nil {
+		removeDir()
 		return nil, nil, err
 	}
-	if err := n.Start(); err != nil {
-		return nil, nil, err
-	}
-	cl, err := client.New(n.HTTPAddr())
 	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		n.Shutdown(ctx)
+		removeDir()
 	}
-	return cl, stop, err
+	if err := n.Start(); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	cl, err := client.New(n.HTTPAddr())
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return cl, stop, nil
 }
 
 func or(v, def int) int {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +132,71 @@ func TestThroughput(t *testing.T) {
 	})
 }
 
+// Durable nodes run the same workloads and say so; --data-dir keeps the records, and
+// --durable's temporary directory goes after the run.
+func TestDurable(t *testing.T) {
+	t.Run("in memory", func(t *testing.T) {
+		r, _ := runWorkload(t, Options{Workload: "roundtrip", Tasks: 5})
+		if r["durable"] != false {
+			t.Fatalf("durable = %v for an in-memory node", r["durable"])
+		}
+	})
+	t.Run("roundtrip --data-dir", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "bench")
+		r, _ := runWorkload(t, Options{Workload: "roundtrip", Tasks: 20, DataDir: dir})
+		if r["durable"] != true {
+			t.Fatalf("durable = %v, want true", r["durable"])
+		}
+		equal(t, r, "tasks", 20)
+		positive(t, r, "p50_ms", "p99_ms", "mean_ms", "max_ms")
+		segs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+		if err != nil || len(segs) == 0 {
+			t.Fatalf("no log segment in %s after the run (%v)", dir, err)
+		}
+	})
+	t.Run("throughput --durable", func(t *testing.T) {
+		tmp := t.TempDir()
+		t.Setenv("TMPDIR", tmp)
+		r, _ := runWorkload(t, Options{Workload: "throughput", Tasks: 500, Batch: 100, Durable: true})
+		if r["durable"] != true {
+			t.Fatalf("durable = %v, want true", r["durable"])
+		}
+		equal(t, r, "tasks", 500)
+		positive(t, r, "tasks_per_s", "elapsed_s")
+		if left, err := os.ReadDir(tmp); err != nil || len(left) > 0 {
+			t.Fatalf("the temporary data directory outlived the run: %v %v", left, err)
+		}
+	})
+	t.Run("cluster --durable", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("a cluster: not in -short")
+		}
+		r, _ := runWorkload(t, Options{Workload: "throughput", Tasks: 200, Batch: 50, Nodes: 2, Durable: true})
+		if r["durable"] != true {
+			t.Fatalf("durable = %v, want true", r["durable"])
+		}
+		perNode(t, r, 200, 1)
+	})
+}
+
+func TestRecovery(t *testing.T) {
+	dir := t.TempDir()
+	r, summary := runWorkload(t, Options{Workload: "recovery", Tasks: 3000, Batch: 500, DataDir: dir})
+	equal(t, r, "tasks", 3000)
+	positive(t, r, "fill_s", "fill_tasks_per_s", "dir_mb", "start_s", "load_s", "heap_mb")
+	// The node's start line counts what it loaded: every task, and no fewer.
+	equal(t, r, "recovered", 3000)
+	if starts, _ := r["starts_s"].([]any); len(starts) != 3 {
+		t.Fatalf("starts_s = %v, want three starts", r["starts_s"])
+	}
+	if r["durable"] != true || !strings.Contains(summary, "3000 records recovered") {
+		t.Fatalf("durable = %v; summary %q", r["durable"], summary)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) == 0 {
+		t.Fatalf("no log segment in --data-dir %s", dir)
+	}
+}
+
 func TestImbalance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster of 3: not in -short")
@@ -198,6 +265,8 @@ func TestRunErrors(t *testing.T) {
 		{name: "bad addr", o: Options{Workload: "roundtrip", Addr: "ftp://x"}, want: "scheme"},
 		{name: "chain of one", o: Options{Workload: "chain", Tasks: 1}, want: "at least 2"},
 		{name: "fanin of one", o: Options{Workload: "fanin", Tasks: 1}, want: "at least 2"},
+		{name: "recovery with addr", o: Options{Workload: "recovery", Addr: "127.0.0.1:1"}, want: "in-process node"},
+		{name: "durable with addr", o: Options{Workload: "roundtrip", Addr: "127.0.0.1:1", Durable: true}, want: "keeps its own storage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

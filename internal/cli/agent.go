@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,7 @@ func (a *agentFlags) register(fs interface {
 	fs.IntVar(&a.cfg.MaxResultBytes, "max-result", d.MaxResultBytes, "bytes in one task's result")
 	fs.DurationVar(&a.cfg.Retain, "retain", d.Retain, "how long finished records are kept")
 	fs.IntVar(&a.cfg.MaxRecords, "max-records", d.MaxRecords, "how many finished records are kept at most")
+	fs.StringVar(&a.cfg.DataDir, "data-dir", "", "keep the node's tasks and identity in this directory: they survive a crash or a restart (default: in memory, lost when the node stops)")
 	fs.BoolVar(&a.cfg.AllowExec, "allow-exec", false, "enable the exec handler (runs programs)")
 	fs.StringArrayVar(&a.cfg.ExecAllow, "exec-allow", nil, "with --allow-exec: the only programs exec may run (repeatable)")
 	fs.DurationVar(&a.grace, "shutdown-grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may finish")
@@ -135,6 +137,15 @@ func runAgent(ctx context.Context, e *env, args []string) error {
 	self := n.Members().Members[0]
 	fmt.Fprintf(e.stderr, "starling agent (version %s): node %s serving http://%s (slots %d, gossip %s, rpc %s)\n",
 		version(), n.Name(), n.HTTPAddr(), cfg.Slots, self.Gossip, self.RPC)
+	if cfg.DataDir != "" {
+		dir := cfg.DataDir
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+		fmt.Fprintf(e.stderr, "data directory %s (node id %s): accepted tasks survive a crash or a restart with the same --data-dir\n", dir, n.ID())
+	} else {
+		fmt.Fprintf(e.stderr, "storage: memory only, tasks are lost when the node stops (--data-dir DIR keeps them)\n")
+	}
 	fmt.Fprintf(e.stderr, "submit with: starling submit --addr %s --wait echo '\"hello\"'\n", n.HTTPAddr())
 	fmt.Fprintf(e.stderr, "join another agent with: starling agent --join %s --bind 127.0.0.1:PORT --http 127.0.0.1:PORT\n", self.Gossip)
 	select {

@@ -22,6 +22,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.Tasks, "tasks", 0, "tasks to run (default: the workload's)")
 	fs.IntVar(&o.Batch, "batch", 0, "tasks a request, for throughput (default 1000)")
 	fs.IntVar(&o.Clients, "clients", 0, "concurrent clients, for throughput (default 4, or 8 with --batch 1)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "make the in-process nodes durable, with their records in this directory (node N of a cluster in DIR/node-N)")
+	fs.BoolVar(&o.Durable, "durable", false, "make the in-process nodes durable, in a temporary directory removed after the run")
+	withoutEnv(fs, "data-dir")
 	var cpuProfile, memProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
 	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile of the run to this file")

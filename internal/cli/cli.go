@@ -148,9 +148,19 @@ func newFlags(e *env, name, synopsis string) *pflag.FlagSet {
 	return fs
 }
 
+// noEnv annotates a flag that parse does not fill from the environment.
+const noEnv = "starling/no-env"
+
+// withoutEnv marks flag name as one its STARLING_* variable does not set: one that
+// shares an agent flag's name but not its meaning (bench's and dev's --data-dir must
+// not take an agent's STARLING_DATA_DIR and write into its directory).
+func withoutEnv(fs *pflag.FlagSet, name string) {
+	fs.SetAnnotation(name, noEnv, []string{"true"}) // fails only for a flag not defined
+}
+
 // parse parses args, then fills every flag not given on the command line from its
 // STARLING_* environment variable (--max-queue ← STARLING_MAX_QUEUE; lists are
-// comma-separated).
+// comma-separated), but for those marked withoutEnv.
 func parse(e *env, fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -160,7 +170,7 @@ func parse(e *env, fs *pflag.FlagSet, args []string) error {
 	}
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || f.Annotations[noEnv] != nil {
 			return
 		}
 		name := "STARLING_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -29,13 +31,15 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	var (
 		nodes, slots, port int
 		allowExec          bool
-		logLevel           string
+		logLevel, dataDir  string
 	)
 	fs.IntVar(&nodes, "nodes", 3, "how many nodes")
 	fs.IntVar(&slots, "slots", 2, "slots per node")
 	fs.IntVar(&port, "port", 7070, "HTTP port of the first node; the others take the next ones (a free port when taken)")
 	fs.BoolVar(&allowExec, "allow-exec", false, "enable the exec handler on every node")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	fs.StringVar(&dataDir, "data-dir", "", "keep node N's tasks in ROOT/node-N, so that dev started again with it gets them back (default: a temporary directory, removed when dev stops; STARLING_DATA_DIR, an agent's, is not used)")
+	withoutEnv(fs, "data-dir")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -46,8 +50,19 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	root, kept := dataDir, dataDir != ""
+	if kept {
+		if root, err = filepath.Abs(root); err != nil {
+			return err
+		}
+	} else {
+		if root, err = os.MkdirTemp("", "starling-dev-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(root)
+	}
 	c, err := testcluster.New(testcluster.Options{
-		Nodes: nodes, Slots: slots, Logger: log,
+		Nodes: nodes, Slots: slots, Logger: log, DataDir: root,
 		// Not fast: a busy machine (a test suite beside it) must not make the nodes
 		// declare each other dead.
 		Profile: "local",
@@ -69,6 +84,13 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		tw.row(self.Name, "http://"+self.HTTP, self.Gossip, strconv.Itoa(self.Slots))
 	}
 	tw.flush()
+	if kept {
+		fmt.Fprintf(e.stdout, "\nData: node N keeps its tasks in %s, kept when dev stops: start dev with --data-dir %s again to get them back.\n",
+			filepath.Join(root, "node-N"), root)
+	} else {
+		fmt.Fprintf(e.stdout, "\nData: node N keeps its tasks in %s, a temporary directory removed when dev stops (--data-dir ROOT keeps them).\n",
+			filepath.Join(root, "node-N"))
+	}
 	first := c.Node(0).HTTPAddr()
 	addr := ""
 	if first != "127.0.0.1:7070" {
