@@ -84,6 +84,11 @@ type cluster struct {
 	// expect holds executors this node restored tasks on (Restore) and has not seen
 	// since: when they stay unseen past OwnerGrace, their tasks lost a node.
 	expect map[string]time.Time
+	// unconfirmed holds tasks this node restored as running on a peer, until the
+	// peer reports on them: the time is when the peer was first seen since (zero:
+	// not yet). A peer that says nothing within OwnerGrace of being seen no longer
+	// has the task (it restarted meanwhile, or dropped it while this node was gone).
+	unconfirmed map[*entry]time.Time
 
 	kicked    bool // look for work at the end of the step
 	pushLoad  bool // work arrived in an empty queue: tell the peers now
@@ -109,7 +114,7 @@ func newCluster(e *Engine, cfg Config) (*cluster, error) {
 		e: e, cfg: cc, log: cfg.logger(), thief: thief, victim: victim,
 		peers: map[string]*peer{}, names: map[string]string{}, foreign: map[string]*entry{},
 		outbox: map[string]*outgoing{}, reports: map[string][]Report{}, onPeer: map[string]map[*entry]struct{}{},
-		cancels: map[string]*pendingCancel{}, expect: map[string]time.Time{}, viewDirty: true,
+		cancels: map[string]*pendingCancel{}, expect: map[string]time.Time{}, unconfirmed: map[*entry]time.Time{}, viewDirty: true,
 	}
 	c.capability = c.capabilityNow()
 	return c, nil
@@ -187,6 +192,13 @@ func (c *cluster) onMemberUp(in MemberUp, now time.Time) {
 		c.log.Info("peer joined", slog.String("peer", in.Name), slog.String("id", id), slog.String("http", in.Meta.HTTP))
 	}
 	delete(c.expect, id)
+	if in.Alive {
+		for t, seen := range c.unconfirmed {
+			if seen.IsZero() && t.rec.Exec == id {
+				c.unconfirmed[t] = now
+			}
+		}
+	}
 	restarted := p.meta.ID != "" && in.Meta.Inc > p.meta.Inc
 	if restarted && !p.gone {
 		// It restarted (with its data directory: the same id) before gossip noticed
@@ -206,6 +218,14 @@ func (c *cluster) onMemberUp(in MemberUp, now time.Time) {
 	p.meta, p.name, p.state = in.Meta, in.Name, in.State
 	c.names[in.Name] = id
 	c.viewDirty = true
+	if restarted && in.Alive {
+		// An owner back from its records waits to hear about what it had here.
+		for _, t := range c.foreignOf(id) {
+			if t.running {
+				c.reportRunning(t, now)
+			}
+		}
+	}
 }
 
 func (c *cluster) onMemberGone(in MemberGone, now time.Time) {
@@ -605,6 +625,7 @@ func (c *cluster) onReport(from string, r *Report, now time.Time) bool {
 	if t == nil || t.rec.State.Terminal() || steal.Stale(t.rec.Epoch, r.Epoch) || t.rec.Epoch != r.Epoch || t.rec.Exec != from {
 		return final
 	}
+	delete(c.unconfirmed, t)
 	attempt := max(t.rec.Attempt, r.Attempt)
 	switch {
 	case r.Returned:
@@ -785,6 +806,26 @@ func (c *cluster) stealTick(now time.Time, periodic bool) {
 				o.sentAt = now
 				c.reports[o.owner] = append(c.reports[o.owner], o.report)
 			}
+		}
+	}
+	if periodic && len(c.unconfirmed) > 0 {
+		var lost []*entry
+		for t, seen := range c.unconfirmed {
+			switch {
+			case t.rec.State != api.Running || t.rec.Exec == "":
+				delete(c.unconfirmed, t)
+			case !seen.IsZero() && now.Sub(seen) > c.cfg.OwnerGrace:
+				lost = append(lost, t)
+			}
+		}
+		slices.SortFunc(lost, func(a, b *entry) int { return cmpUint(a.rec.Seq, b.rec.Seq) })
+		for _, t := range lost {
+			delete(c.unconfirmed, t)
+			name := t.rec.Exec
+			if p := c.peers[t.rec.Exec]; p != nil {
+				name = p.name
+			}
+			c.executorLost(t, &peer{id: t.rec.Exec, name: name, state: "silent about the task since this node restarted"}, now)
 		}
 	}
 	if periodic && len(c.expect) > 0 {

@@ -97,8 +97,13 @@ func (e *Engine) restoreTask(t *entry, now time.Time) {
 		// is fenced off.
 		e.enqueue(t, now, r.Epoch+1, r.Node, r.NodeLosses, nil)
 	case r.State == api.Running && r.Exec != "" && e.cluster != nil:
-		e.cluster.index(t, r.Exec)
+		// index would do nothing: rec.Exec names the peer already.
+		if e.cluster.onPeer[r.Exec] == nil {
+			e.cluster.onPeer[r.Exec] = map[*entry]struct{}{}
+		}
+		e.cluster.onPeer[r.Exec][t] = struct{}{}
 		e.cluster.expectPeer(r.Exec, now)
+		e.cluster.unconfirmed[t] = time.Time{}
 	default:
 		// It was running here: that run died with the node.
 		e.lostHere(t, now)

@@ -75,8 +75,15 @@ func (b *book) violate(id string, rule invariant.Rule, format string, args ...an
 
 // ack records tasks a client got a 2xx for.
 func (b *book) ack(s *sim, owner *proc, ids []string, specs []api.Spec, graph string, names map[string]string) {
+	if graph != "" && b.graphs[graph] != nil {
+		b.violate("", RuleClient, "%s answered a new graph with id %s, which an earlier graph had", owner, graph)
+		return
+	}
 	for i, id := range ids {
-		if b.tasks[id] != nil {
+		if t := b.tasks[id]; t != nil {
+			if k := specs[i].IdempotencyKey; k == "" || k != t.spec.IdempotencyKey || len(ids) != 1 {
+				b.violate(id, RuleClient, "%s answered a submission with task id %s, which it had handed out for another task (a reused id)", owner, id)
+			}
 			continue // an idempotency key's answer: the first task
 		}
 		t := &task{id: id, owner: owner, spec: specs[i], graph: graph, acked: s.now}

@@ -23,14 +23,22 @@ import (
 //   - A task whose owner lives to the end ends in exactly one outcome, the same in
 //     every answer any client got, and no client sees it go back from a terminal
 //     state; a succeeded task has the result of one of its runs, the right one.
-//   - A task whose owner crashed or left may be lost with the owner: what clients
-//     saw while the owner lived must still agree, and the terminal "owner lost"
-//     answer may come only once the owner is really gone (not while it is merely
-//     suspected). Such tasks are counted (Result.OwnerLost), not failed.
+//   - A task whose in-memory owner crashed or left may be lost with the owner: what
+//     clients saw while the owner lived must still agree, and the terminal "owner
+//     lost" answer may come only once the owner is really gone (not while it is
+//     merely suspected). Such tasks are counted (Result.OwnerLost), not failed.
+//   - A durable owner loses nothing: it always comes back (from its disk, under its
+//     id) before the run ends, and every task it acknowledged ends in exactly one
+//     outcome, as if it had lived; "owner lost" is never an answer for its tasks.
+//     Every record it published is on its disk, and its disk and its read view
+//     agree at the end.
 //   - A task runs more than once (beyond its retries) only if its owner saw a node
-//     it was placed on die, leave or stop; otherwise every run of it is the one.
+//     it was placed on die, leave or stop, or its durable owner itself died after
+//     acknowledging it; otherwise every run of it is the one.
 //   - A node loss is booked on a task only for a death (or a stop) its owner saw of
-//     a node it was placed on: a one-sided suspicion of the owner costs nothing.
+//     a node it was placed on, for a death of its durable owner, or for a node it
+//     ran on that died while its durable owner was down: a one-sided suspicion of
+//     the owner costs nothing.
 //   - Nothing is left behind: after the calm at the end, no node holds grants,
 //     stolen tasks, runs or unacknowledged reports.
 
@@ -52,10 +60,11 @@ func (s *sim) check() error {
 		t := b.tasks[id]
 		explained[id] = s.explained(t)
 		strict[id] = explained[id] == 0
-		rec := t.owner.view[id]
+		o := s.ownerNow(t)
+		rec := o.view[id]
 		if rec == nil {
-			if t.owner.state != procDead {
-				b.violate(id, RuleView, "%s does not hold task %s at the end, which it acknowledged", t.owner, id)
+			if o.state != procDead {
+				b.violate(id, RuleView, "%s does not hold task %s at the end, which %s acknowledged", o, id, t.owner)
 			}
 			continue
 		}
@@ -75,17 +84,27 @@ func (s *sim) check() error {
 		}
 		g := &h[group(id)]
 		g.Final = append(g.Final, rec.Task(t.owner.m.name))
-		if t.owner.state == procDead && !rec.State.Terminal() {
-			s.res.OwnerLost++ // its record went with its owner: not checked as an outcome
+		o := s.ownerNow(t)
+		if o.state == procDead && !rec.State.Terminal() {
+			// Its record went with its owner: not checked as an outcome. (A durable
+			// owner is down at the end only in a run that did not settle, which
+			// fails already.)
+			s.res.OwnerLost++
 		} else {
 			g.Acked = append(g.Acked, id)
+		}
+		if t.owner.m.durable {
+			s.res.Durable.Tasks++
+			if rec.State.Terminal() && s.recovered(t, rec) {
+				s.res.Durable.Recovered++
+			}
 		}
 		if rec.State.Terminal() && rec.Finished.After(lastFinish) {
 			lastFinish = rec.Finished
 		}
 		if rec.NodeLosses > explained[id] {
-			b.violate(id, RuleNodeLoss, "task %s booked %d node losses (%s, error %q), but its owner %s saw only %d deaths or stops of the nodes it was placed on (%v)",
-				id, rec.NodeLosses, rec.State, rec.Error, t.owner, explained[id], s.placedOn(t))
+			b.violate(id, RuleNodeLoss, "task %s booked %d node losses (%s, error %q), but its owner %s saw only %d deaths or stops of the nodes it was placed on (%v)%s",
+				id, rec.NodeLosses, rec.State, rec.Error, t.owner, explained[id], s.placedOn(t), s.ownerDeaths(t))
 		}
 		s.res.NodeLosses += rec.NodeLosses
 		if rec.State == api.Failed && strings.HasPrefix(rec.Error, "node lost: ") {
@@ -112,8 +131,14 @@ func (s *sim) check() error {
 	for i, ob := range b.obs {
 		info := b.obsInfo[i]
 		if info.ownerLost {
-			// Allowed once the owner is really gone; never while it runs.
 			t := b.tasks[ob.ID]
+			if t != nil && t.owner.m.durable {
+				// A durable owner comes back with its tasks: never lost.
+				b.violate(ob.ID, RuleOwnerLost, "%s answered at %s that task %s failed: owner lost, but its owner %s is durable and came back with it%s",
+					ob.By, fmtDur(info.decided.Sub(epoch0)), ob.ID, t.owner.m.name, s.ownerDeaths(t))
+				continue
+			}
+			// Allowed once the owner is really gone; never while it runs.
 			if t == nil || (t.owner.state == procDead && !info.decided.Before(t.owner.died)) {
 				continue
 			}
@@ -132,7 +157,7 @@ func (s *sim) check() error {
 	s.checkProcs()
 	s.res.Tasks = len(b.acked)
 	s.res.Outcomes = rep.Outcomes
-	for _, p := range s.procs {
+	for _, p := range s.all {
 		st := p.stats
 		if p.state != procDead {
 			st = p.eng.Stats()
@@ -153,31 +178,90 @@ func (s *sim) check() error {
 }
 
 // explained counts the node losses task t's owner could book: the deaths, leaves and
-// restarts its gossip told it of, and the stops, of the nodes t was placed on, since
-// it was placed there.
+// restarts its gossip told it (any of its processes, for a durable owner) of the
+// nodes t was placed on, since it was placed there, and their stops; for a durable
+// owner, its own deaths since it acknowledged t (a run it had died with it), and the
+// deaths of the nodes t was placed on that a restarted process of it never saw.
 func (s *sim) explained(t *task) int {
-	o := t.owner
+	o := s.ownerNow(t)
 	n := 0
-	for _, pl := range o.placed[t.id] {
-		for _, at := range o.goneAt[pl.exec] {
+	for _, pl := range o.owned.placed[t.id] {
+		for _, at := range o.owned.goneAt[pl.exec] {
 			if !at.Before(pl.at) {
 				n++
 			}
 		}
-		if x := s.procs[pl.exec]; x != nil {
+		restarted := false
+		for q := o; q != nil && q.gen > 1; q = q.before {
+			restarted = restarted || !q.started.Before(pl.at)
+		}
+		for x := s.procs[pl.exec]; x != nil; x = x.before {
 			for _, at := range x.stoppedRuns {
 				if !at.Before(pl.at) {
 					n++
 				}
+			}
+			if restarted && x.state == procDead && !x.died.Before(pl.at) {
+				n++
+			}
+		}
+	}
+	if o.m.durable {
+		for q := o; q != nil; q = q.before {
+			if q.state == procDead && !q.died.Before(t.acked) {
+				n++
 			}
 		}
 	}
 	return n
 }
 
+// ownerNow is the process that holds task t now: its owner, or for a durable owner
+// the latest process of its id.
+func (s *sim) ownerNow(t *task) *proc {
+	if t.owner.m.durable {
+		return s.procs[t.owner.id]
+	}
+	return t.owner
+}
+
+// recovered says whether durable task t, finished as rec, was unfinished when a
+// process of its owner died, and finished by a later one.
+func (s *sim) recovered(t *task, rec *record.Record) bool {
+	for q := s.ownerNow(t).before; q != nil; q = q.before {
+		if q.state == procDead && q.died.After(t.acked) && rec.Finished.After(q.died) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerDeaths describes the deaths of durable task t's owner since it acknowledged
+// t, for messages.
+func (s *sim) ownerDeaths(t *task) string {
+	if !t.owner.m.durable {
+		return ""
+	}
+	var out []string
+	for q := s.ownerNow(t); q != nil; q = q.before {
+		if q.state == procDead && !q.died.Before(t.acked) {
+			back := "not back"
+			if q.next != nil {
+				back = "back at " + fmtDur(q.next.started.Sub(epoch0))
+			}
+			out = append(out, fmt.Sprintf("%s %s, %s", q, q.fate(), back))
+		}
+	}
+	if len(out) == 0 {
+		return "; its owner did not die since"
+	}
+	slices.Reverse(out)
+	return "; its owner: " + strings.Join(out, "; ")
+}
+
 func (s *sim) placedOn(t *task) []string {
 	var out []string
-	for _, pl := range t.owner.placed[t.id] {
+	for _, pl := range s.ownerNow(t).owned.placed[t.id] {
 		name := pl.exec
 		if x := s.procs[pl.exec]; x != nil {
 			name = x.String() + " (" + x.fate() + ")"
@@ -309,19 +393,22 @@ func (s *sim) checkProcs() {
 		if p == nil || p.state == procDead {
 			continue
 		}
-		if p.disk.orphan != "" {
-			b.violate("", RuleDisk, "%s wrote %s, an operation on a record it never created", p, p.disk.orphan)
+		if p.writes.orphan != "" {
+			b.violate("", RuleDisk, "%s wrote %s, an operation on a record it never created", p, p.writes.orphan)
 		}
-		if len(p.disk.recs) != len(p.view) {
-			b.violate("", RuleDisk, "%s's writes describe %d records, its read view holds %d", p, len(p.disk.recs), len(p.view))
+		if len(p.writes.recs) != len(p.view) {
+			b.violate("", RuleDisk, "%s's writes describe %d records, its read view holds %d", p, len(p.writes.recs), len(p.view))
 		}
 		for id, rec := range sortedView(p) {
 			if rec.Version != p.viewVer[id] {
 				b.violate(id, RuleView, "%s changed record %s after handing it out (version %d, handed out %d)", p, id, rec.Version, p.viewVer[id])
 			}
-			if d := p.disk.recs[id]; !reflect.DeepEqual(d, rec) {
+			if d := p.writes.recs[id]; !reflect.DeepEqual(d, rec) {
 				b.violate(id, RuleDisk, "%s's writes describe task %s as %+v, its read view as %+v", p, id, d, rec)
 			}
+		}
+		if m.durable {
+			s.checkDisk(p)
 		}
 		if s.phase != phaseOver {
 			continue // the run did not settle; the leftovers say nothing more
@@ -340,6 +427,41 @@ func (s *sim) checkProcs() {
 			}
 		}
 		s.checkView(p)
+	}
+}
+
+// checkDisk checks that durable process p's disk holds what its read view shows:
+// the same records, at the same versions, and a State with p's identity and a
+// sequence no id p handed out is above.
+func (s *sim) checkDisk(p *proc) {
+	b := &s.book
+	d := &p.m.disk
+	if d.bad != "" {
+		b.violate("", RuleDisk, "%s could not encode a batch for its disk: %s", p, d.bad)
+		return
+	}
+	recs, err := d.load()
+	if err != nil {
+		b.violate("", RuleDisk, "%s's disk does not read back: %v", p, err)
+		return
+	}
+	if len(recs) != len(p.view) {
+		b.violate("", RuleDisk, "%s's disk holds %d records, its read view %d", p, len(recs), len(p.view))
+	}
+	var maxSeq uint64
+	for _, r := range recs {
+		maxSeq = max(maxSeq, r.Seq)
+		if v := p.view[r.ID]; !sameRecord(r, v) {
+			got := "nothing"
+			if v != nil {
+				got = fmt.Sprintf("v%d %s", v.Version, v.State)
+			}
+			b.violate(r.ID, RuleDisk, "%s's disk holds task %s at v%d %s, its read view %s", p, r.ID, r.Version, r.State, got)
+		}
+	}
+	if st := d.state; st.NodeID != p.id || st.Inc != p.inc || st.Seq < maxSeq || st.Seq < p.eng.Seq() {
+		b.violate("", RuleDisk, "%s's disk holds the state %+v; want id %s, incarnation %d, sequence at least %d (records) and %d (engine)",
+			p, st, p.id, p.inc, maxSeq, p.eng.Seq())
 	}
 }
 

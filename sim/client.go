@@ -132,6 +132,9 @@ func (s *sim) submit(sub *submission) {
 // be the first task.
 func (s *sim) resubmit(p *proc, spec api.Spec, first string) {
 	s.after(s.between(10*time.Millisecond, 2*time.Second), func() {
+		if p.m.durable {
+			p = s.procs[p.id] // the key lives on its disk
+		}
 		if !p.up() {
 			return // the key lived on that process only
 		}

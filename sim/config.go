@@ -11,10 +11,11 @@ import (
 )
 
 // Config says what one run simulates. A Config with only a Seed is a full run drawn
-// from that seed: a small cluster of 3 to 7 nodes, a mixed workload (single tasks,
-// batches, graphs with failing members, retries, timeouts, panics, cancels) and
-// faults (crashes and restarts, false, one-sided and late deaths, partitions, a lossy
-// network, drains). The other fields pin parts of it, for a benchmark or a test.
+// from that seed: a small cluster of 3 to 7 nodes, in memory or durable, a mixed
+// workload (single tasks, batches, graphs with failing members, retries, timeouts,
+// panics, cancels) and faults (crashes and restarts, false, one-sided and late
+// deaths, partitions, a lossy network, drains). The other fields pin parts of it, for
+// a benchmark or a test.
 type Config struct {
 	// Seed drives every choice of the run: the same Config replays the same run.
 	Seed uint64
@@ -43,8 +44,48 @@ type Config struct {
 	// (0: 20ms). Large clusters want it longer.
 	LoadInterval time.Duration
 
+	// Durable says which nodes keep their records on a (simulated) disk and
+	// restart from it (DurableDrawn: drawn from the seed).
+	Durable Durability
+
 	// Trace, when set, receives a line for every event of the run.
 	Trace io.Writer
+}
+
+// Durability says which nodes of a run are durable: they persist every step's
+// records before they say anything of it, as a node with a data directory does, and
+// a crashed or stopped one restarts from its disk under the same node id.
+type Durability uint8
+
+const (
+	// DurableDrawn draws it from the seed: in-memory nodes in about half the
+	// runs, durable ones in the others (all of them, or some).
+	DurableDrawn Durability = iota
+	// DurableNone: every node keeps its records in memory only.
+	DurableNone
+	// DurableAll: every node is durable.
+	DurableAll
+	// DurableSome: some nodes are durable, the others not (at least one of each).
+	DurableSome
+)
+
+// ParseDurability reads "drawn", "none", "all" or "some".
+func ParseDurability(s string) (Durability, error) {
+	for d, name := range durabilityNames {
+		if s == name {
+			return Durability(d), nil
+		}
+	}
+	return 0, fmt.Errorf("sim: durability %q: want drawn, none, all or some", s)
+}
+
+var durabilityNames = []string{"drawn", "none", "all", "some"}
+
+func (d Durability) String() string {
+	if int(d) < len(durabilityNames) {
+		return durabilityNames[d]
+	}
+	return fmt.Sprintf("Durability(%d)", uint8(d))
 }
 
 // Result is what a run did.
@@ -75,6 +116,7 @@ type Result struct {
 	NodeLosses, NodeLost int
 
 	Faults  Faults
+	Durable DurableStats
 	Network Network
 	Clients Clients
 
@@ -98,7 +140,7 @@ func (r Result) Ratio() float64 {
 
 // Faults counts the faults a run injected.
 type Faults struct {
-	Crashes     int // node processes killed (each restarts under a new id)
+	Crashes     int // node processes killed (each restarts: under a new id, or a durable one from its disk)
 	FalseDeaths int // live nodes declared dead by every peer for a while
 	OneSided    int // live nodes declared dead by some peers only
 	Flaps       int // live nodes declared dead and back by some peers, again and again
@@ -108,6 +150,25 @@ type Faults struct {
 	Stops       int // graceful shutdowns without a drain (each restarts under a new id)
 	Drains      int // drains asked (the node leaves once drained)
 	DrainLate   int // drains that timed out
+}
+
+// DurableStats counts what durable nodes did.
+type DurableStats struct {
+	Nodes int // durable members
+	// Restarts counts processes started from a disk that held a node already;
+	// LiveRestarts those whose disk held unfinished tasks, Restored the unfinished
+	// tasks they loaded.
+	Restarts, LiveRestarts, Restored int
+	// Landed and Torn count the crashes in a batch's fsync: the batch kept, and
+	// lost.
+	Landed, Torn int
+	// LongDown counts crashed durable nodes down for longer than peers wait to
+	// confirm a death.
+	LongDown int
+	// Tasks counts the acknowledged tasks durable nodes owned; Recovered those of
+	// them unfinished when their owner crashed or stopped, which finished after
+	// it restarted.
+	Tasks, Recovered int
 }
 
 // Total is the number of faults injected.
@@ -140,7 +201,8 @@ const (
 	// RuleNodeLoss: a task booked more node losses than its owner saw deaths (or
 	// stops) of the nodes it was placed on.
 	RuleNodeLoss invariant.Rule = "node-loss"
-	// RuleOwnerLost: a node answered "owner lost" while the owner was running.
+	// RuleOwnerLost: a node answered "owner lost" while the owner was running, or
+	// for a task of a durable owner (it comes back with its tasks).
 	RuleOwnerLost invariant.Rule = "owner-lost"
 	// RuleFailure: a task failed with an error none of its runs ended with, that
 	// is not a node loss.
@@ -156,7 +218,10 @@ const (
 	// version, or changed a record after handing it out; or an owner did not know
 	// a task it acknowledged.
 	RuleView invariant.Rule = "view"
-	// RuleDisk: the records a node's writes describe differ from its read view.
+	// RuleDisk: the records a node's writes describe differ from its read view; or
+	// a durable node's disk differs from its read view, lost a record it had
+	// published, or changed a finished one across a restart; or could not be
+	// written or read back.
 	RuleDisk invariant.Rule = "disk"
 	// RuleLeftover: after the calm at the end, a node still holds grants, stolen
 	// tasks, runs or reports, or its view of the cluster is not the cluster.
@@ -188,6 +253,9 @@ func (c *Config) validate() error {
 	}
 	if c.Nodes == 1 {
 		errs = append(errs, errors.New("a cluster of one node steals nothing: Nodes must be at least 2 (0 draws it)"))
+	}
+	if c.Durable > DurableSome {
+		errs = append(errs, fmt.Errorf("unknown Durable %d", c.Durable))
 	}
 	if c.Owners > c.Nodes && c.Nodes > 0 {
 		errs = append(errs, fmt.Errorf("more owners (%d) than nodes (%d)", c.Owners, c.Nodes))

@@ -20,13 +20,19 @@ import (
 // timers.maxSuspicion.
 type membership struct {
 	// last is when the last event about a member (by name) was scheduled for an
-	// observer (by node id): later ones come after it.
-	last map[[2]string]time.Time
+	// observer process: later ones come after it.
+	last map[noticeKey]time.Time
 	// pendingGone holds the death notices not yet delivered, so that a restart can
 	// overtake some.
-	pendingGone map[[2]string][]*notice
+	pendingGone map[noticeKey][]*notice
 	// loads holds each member's latest load publications, newest first.
 	loads map[string]*loadPub
+}
+
+// noticeKey names the events about one member (by name) for one observer.
+type noticeKey struct {
+	obs     *proc
+	subject string
 }
 
 // notice is one membership event on its way to one observer.
@@ -45,15 +51,15 @@ type loadPub struct {
 }
 
 func (g *membership) init() {
-	g.last = map[[2]string]time.Time{}
-	g.pendingGone = map[[2]string][]*notice{}
+	g.last = map[noticeKey]time.Time{}
+	g.pendingGone = map[noticeKey][]*notice{}
 	g.loads = map[string]*loadPub{}
 }
 
 // tell schedules a membership input about subject for observer, d from now but not
 // before the events about subject already scheduled for it.
 func (g *membership) tell(s *sim, obs, subject *proc, in engine.Input, d time.Duration) {
-	key := [2]string{obs.id, subject.m.name}
+	key := noticeKey{obs, subject.m.name}
 	t := s.now.Add(d)
 	if l := g.last[key]; t.Before(l) {
 		t = l
@@ -73,21 +79,24 @@ func (g *membership) tell(s *sim, obs, subject *proc, in engine.Input, d time.Du
 		if n.cancelled || obs.state == procDead {
 			return
 		}
+		goneAt := obs.owned.goneAt
 		switch in := in.(type) {
 		case engine.MemberUp:
 			if subject.state == procDead {
 				return // a stale "alive": the process died meanwhile
 			}
-			if old := obs.told[in.Name]; old != "" && old != subject.id {
-				obs.goneAt[old] = append(obs.goneAt[old], s.now) // replaced by a restart
+			// Replaced by a restart: under a new id, or a durable one under its
+			// own id with a higher incarnation.
+			if old := obs.told[in.Name]; old != nil && old != subject {
+				goneAt[old.id] = append(goneAt[old.id], s.now)
 			}
-			obs.told[in.Name] = subject.id
+			obs.told[in.Name] = subject
 		case engine.MemberGone:
 			// The engine takes it for the process it last heard of under the name.
-			if old := obs.told[in.Name]; old != "" && old != subject.id {
-				obs.goneAt[old] = append(obs.goneAt[old], s.now)
+			if old := obs.told[in.Name]; old != nil && old.id != subject.id {
+				goneAt[old.id] = append(goneAt[old.id], s.now)
 			}
-			obs.goneAt[subject.id] = append(obs.goneAt[subject.id], s.now)
+			goneAt[subject.id] = append(goneAt[subject.id], s.now)
 		}
 		obs.input(in)
 	})
@@ -127,7 +136,7 @@ func (s *sim) others(p *proc) []*proc {
 func (g *membership) join(s *sim, p *proc) {
 	for _, q := range s.others(p) {
 		if s.faulty() {
-			for _, n := range g.pendingGone[[2]string{q.id, p.m.name}] {
+			for _, n := range g.pendingGone[noticeKey{q, p.m.name}] {
 				if s.chance(0.5) {
 					n.cancelled = true
 				}

@@ -11,6 +11,7 @@ import (
 	"github.com/starlingsched/starling/engine"
 	"github.com/starlingsched/starling/record"
 	"github.com/starlingsched/starling/steal"
+	"github.com/starlingsched/starling/store"
 )
 
 // timers are the cluster's timers: the fast profile's, as in the node's tests.
@@ -46,7 +47,7 @@ func newTimers(cfg Config) timers {
 		loadInterval:  20 * time.Millisecond,
 		loadTTL:       time.Second,
 		reportResend:  200 * time.Millisecond,
-		reportKeep:    6 * time.Second,
+		reportKeep:    10 * time.Second,
 		confirm:       4 * time.Second,
 		maxSuspicion:  2500 * time.Millisecond,
 		nodeLosses:    3,
@@ -62,7 +63,9 @@ func newTimers(cfg Config) timers {
 }
 
 // member is a node of the cluster by name: what it offers, and the process that is
-// it now. A crashed member restarts as a new process under a new node id.
+// it now. An in-memory member restarts as a new process under a new node id; a
+// durable one (a data directory) restarts from its disk under the same id, with a
+// higher incarnation.
 type member struct {
 	idx   int
 	name  string
@@ -70,6 +73,25 @@ type member struct {
 	tags  []string
 	res   map[string]int64
 	proc  *proc // the current process; nil while down
+
+	durable bool
+	disk    disk // a durable member's, across its processes
+	// owned is, for a durable member, what its processes share about the tasks
+	// they own: placements, and the deaths gossip told them of.
+	owned *ownerLog
+}
+
+// ownerLog is what the processes of one owner id saw: for each task, the peers it
+// was granted to or ran on, and when gossip said each node was gone (declared dead,
+// left, or replaced by a restart). A durable member's processes share one, as they
+// share the tasks; an in-memory process has its own.
+type ownerLog struct {
+	placed map[string][]placement
+	goneAt map[string][]time.Time
+}
+
+func newOwnerLog() *ownerLog {
+	return &ownerLog{placed: map[string][]placement{}, goneAt: map[string][]time.Time{}}
 }
 
 // procState is where a node process is in its life.
@@ -107,7 +129,18 @@ type proc struct {
 	viewVer map[string]uint64
 	cluster *engine.ClusterView
 
-	disk disk
+	// gen numbers the processes of one node id: 1, and 2, 3, … for a durable
+	// member's restarts; before and next are its processes before and after this
+	// one. started is when it started.
+	gen          int
+	before, next *proc
+	started      time.Time
+	// writes applies the engine's Writes; seqSaved is the sequence the disk's
+	// State holds (durable); crashInSync arms a crash in the fsync of the next
+	// batch.
+	writes      writeLog
+	seqSaved    uint64
+	crashInSync bool
 	// runs are the runs the runner holds, executing (executing of them) or
 	// waiting for a slot (waiting, in order).
 	runs      map[runKey]*run
@@ -116,14 +149,13 @@ type proc struct {
 	calls     map[uint64]func(engine.Reply)
 	req       uint64
 
-	// What gossip told this process: the node id it last announced under each
-	// name, and when it said each node was gone (declared dead, left, or replaced
-	// by a restart).
-	told   map[string]string
-	goneAt map[string][]time.Time
-	// placed lists, for each task this process owns, the peers it was granted to
-	// or ran on, with when it first was.
-	placed map[string][]placement
+	// What gossip told this process: the process it last announced under each
+	// name.
+	told map[string]*proc
+	// owned is where this process notes the placements of the tasks it owns and
+	// the deaths gossip tells it of (shared with the member's other processes when
+	// it is durable).
+	owned *ownerLog
 	// stoppedRuns is when this process stopped runs because it was shutting down.
 	stoppedRuns []time.Time
 
@@ -140,7 +172,12 @@ type placement struct {
 	at   time.Time
 }
 
-func (p *proc) String() string { return p.m.name + "/" + p.id }
+func (p *proc) String() string {
+	if p.gen > 1 {
+		return fmt.Sprintf("%s/%s~%d", p.m.name, p.id, p.gen)
+	}
+	return p.m.name + "/" + p.id
+}
 
 // newID returns a node id no process of this run had: 8 characters of 0-9a-z.
 func (s *sim) newID() string {
@@ -156,20 +193,54 @@ func (s *sim) newID() string {
 	}
 }
 
-// start starts a new process for m and announces it to the cluster. It fails only
-// if the engine refuses the simulator's configuration.
+// start starts a new process for m and announces it to the cluster. A durable
+// member's process starts as node/storage.go starts one: it loads its disk, takes
+// the node id it holds (a new one the first time), an incarnation above the one it
+// holds, makes that State durable before anything else, and restores the engine
+// from the records (engine.Restore). It fails only if the engine refuses the
+// simulator's configuration or the records.
 func (s *sim) start(m *member) (*proc, error) {
-	s.incs++
 	p := &proc{
-		s: s, m: m, id: s.newID(), inc: s.incs,
+		s: s, m: m, gen: 1,
 		view: map[string]*record.Record{}, viewVer: map[string]uint64{},
 		runs: map[runKey]*run{}, calls: map[uint64]func(engine.Reply){},
-		told: map[string]string{}, goneAt: map[string][]time.Time{}, placed: map[string][]placement{},
-		loadSeen: map[string]*loadPub{},
+		told: map[string]*proc{}, loadSeen: map[string]*loadPub{},
 	}
+	var (
+		loaded []*record.Record
+		prev   *proc
+	)
+	if m.durable {
+		d := &m.disk
+		recs, err := d.load()
+		if err != nil {
+			return nil, fmt.Errorf("sim: %s's disk: %w", m.name, err)
+		}
+		loaded = recs
+		p.id = d.state.NodeID
+		if p.id == "" {
+			p.id = s.newID()
+			m.owned = newOwnerLog()
+		} else {
+			prev = s.procs[p.id]
+			p.gen = prev.gen + 1
+		}
+		// The incarnation grows with every start (the node's is its clock's, at
+		// least one above the disk's).
+		p.inc = max(d.state.Inc+1, s.incs+1)
+		d.apply(&store.Batch{State: &store.State{NodeID: p.id, Seq: d.state.Seq, Inc: p.inc}})
+		p.seqSaved = d.state.Seq
+		p.owned = m.owned
+	} else {
+		p.id = s.newID()
+		p.inc = s.incs + 1
+		p.owned = newOwnerLog()
+	}
+	s.incs = p.inc
 	p.meta = engine.Meta{
 		ID: p.id, Inc: p.inc, HTTP: m.name + ":8080", RPC: p.id + ":7947", Slots: m.slots,
 		Tags: slices.Clone(m.tags), Res: maps.Clone(m.res), Types: slices.Clone(handlerTypes), Ver: "sim",
+		Durable: m.durable,
 	}
 	t := s.timers
 	cfg := engine.Config{
@@ -177,7 +248,8 @@ func (s *sim) start(m *member) (*proc, error) {
 		Types:    slices.Clone(handlerTypes),
 		MaxQueue: t.maxQueue, MaxBatch: 1000, MaxGraphDepth: 100, Retain: time.Hour, MaxRecords: 1 << 20,
 		RetryBase: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		Seed: [2]uint64{s.cfg.Seed, uint64(p.inc)<<32 | uint64(m.idx)},
+		Durable: m.durable,
+		Seed:    [2]uint64{s.cfg.Seed, uint64(p.inc)<<32 | uint64(m.idx)},
 		Cluster: &engine.ClusterConfig{
 			Steal: t.steal, NodeLosses: t.nodeLosses, StealInterval: t.stealInterval, LoadInterval: t.loadInterval,
 			LoadTTL: t.loadTTL, ReportResend: t.reportResend, ReportKeep: t.reportKeep, MaxGrantBytes: t.maxGrantBytes,
@@ -192,14 +264,71 @@ func (s *sim) start(m *member) (*proc, error) {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	p.eng = eng
+	if m.durable {
+		// The node publishes the loaded records to its read view itself; the engine
+		// gets the same ones (they are its from now on: it copies before changing).
+		live := 0
+		for _, r := range loaded {
+			p.view[r.ID] = r
+			p.viewVer[r.ID] = r.Version
+			if !r.State.Terminal() {
+				live++
+			}
+		}
+		p.writes.init(loaded)
+		if prev != nil {
+			s.checkRestart(prev, p)
+			s.res.Durable.Restarts++
+			if live > 0 {
+				s.res.Durable.LiveRestarts++
+				s.res.Durable.Restored += live
+			}
+		}
+		if err := eng.Restore(s.now, loaded, m.disk.state.Seq); err != nil {
+			return nil, fmt.Errorf("sim: %s: %w", p, err)
+		}
+	} else {
+		p.writes.init(nil)
+	}
+	if prev != nil {
+		p.before, prev.next = prev, p
+	}
+	p.started = s.now
 	m.proc = p
 	s.procs[p.id] = p
+	s.all = append(s.all, p)
 	s.res.Procs++
-	s.tracef("%s: START (incarnation %d, %d slots, tags %v, resources %v)", p, p.inc, m.slots, m.tags, m.res)
+	if m.durable {
+		s.tracef("%s: START (incarnation %d, %d slots, tags %v, resources %v; durable: %d records loaded, sequence %d)",
+			p, p.inc, m.slots, m.tags, m.res, len(loaded), m.disk.state.Seq)
+	} else {
+		s.tracef("%s: START (incarnation %d, %d slots, tags %v, resources %v)", p, p.inc, m.slots, m.tags, m.res)
+	}
 	s.gossip.join(s, p)
 	s.gossip.startPolling(s, p)
 	p.input(engine.Tick{})
 	return p, nil
+}
+
+// checkRestart holds what durable process p loaded against what its previous
+// process prev published: every record prev handed out is there, at the same version
+// or a later one (a batch caught in its fsync may have landed unsaid), and a finished
+// task has not changed its outcome.
+func (s *sim) checkRestart(prev, p *proc) {
+	b := &s.book
+	for id, old := range sortedView(prev) {
+		rec := p.view[id]
+		switch {
+		case rec == nil:
+			b.violate(id, RuleDisk, "%s published record %s (v%d, %s), but %s did not find it on its disk", prev, id, old.Version, old.State, p)
+		case rec.Version < old.Version:
+			b.violate(id, RuleDisk, "%s published record %s at v%d, but %s loaded v%d", prev, id, old.Version, p, rec.Version)
+		case old.State.Terminal() && (rec.State != old.State || rec.Attempt != old.Attempt || rec.Node != old.Node ||
+			!sameJSON(rec.Result, old.Result)):
+			b.violate(id, RuleDisk, "%s had finished task %s as %s (attempt %d on %q); %s loaded it as %s (attempt %d on %q)",
+				prev, id, old.State, old.Attempt, old.Node, p, rec.State, rec.Attempt, rec.Node)
+		}
+	}
 }
 
 // input hands the process an input; it is stepped in the next batch.
@@ -242,20 +371,25 @@ func (p *proc) process() {
 		s.at(s.now, p.process)
 	}
 	rd := p.eng.Ready()
-	p.apply(&rd)
+	if !p.apply(&rd) {
+		return // it crashed in the batch's fsync
+	}
 	p.eng.Advance()
 	p.arm(rd.Wake)
 }
 
 // apply carries out a Ready in the node's order: persist, send, stop and start runs,
 // publish the read view, answer, publish the load; a finished drain makes the node
-// leave.
-func (p *proc) apply(rd *engine.Ready) {
+// leave. It returns false if the process crashed persisting it: then nothing of the
+// Ready was carried out.
+func (p *proc) apply(rd *engine.Ready) bool {
 	s := p.s
-	// 1. Writes, durable before anything below.
+	// 1. The step's changes, durable before anything below (node.persist).
+	if !p.persist(rd) {
+		return false
+	}
 	if len(rd.Writes) > 0 {
-		p.disk.append(rd.Writes)
-		p.disk.sync()
+		p.writes.apply(rd.Writes)
 		for i := range rd.Writes {
 			if op := &rd.Writes[i]; op.Kind == record.OpPlace && op.Exec != "" {
 				p.place(op.ID, op.Exec)
@@ -297,13 +431,51 @@ func (p *proc) apply(rd *engine.Ready) {
 		p.drainLate = rd.DrainTimedOut
 		s.leave(p)
 	}
+	return true
+}
+
+// persist appends and syncs the step's batch to a durable member's disk, as
+// node.persist does: the records the step changed, the ids it expired, and the State
+// when the sequence moved. A crash armed for this batch strikes in its fsync: the
+// batch lands whole or not at all, and the process dies before it says anything of
+// the step (persist returns false).
+func (p *proc) persist(rd *engine.Ready) bool {
+	if !p.m.durable {
+		return true
+	}
+	s := p.s
+	d := &p.m.disk
+	b := store.Batch{Records: rd.Records, Expired: rd.Expired}
+	if seq := p.eng.Seq(); seq != p.seqSaved {
+		b.State = &store.State{NodeID: p.id, Seq: seq, Inc: p.inc}
+	}
+	if b.Empty() {
+		return true
+	}
+	if p.crashInSync {
+		if s.chance(0.5) {
+			d.apply(&b)
+			s.res.Durable.Landed++
+			s.tracef("%s: CRASH in the fsync of a batch of %d records, %d expired: it landed", p, len(b.Records), len(b.Expired))
+		} else {
+			s.res.Durable.Torn++
+			s.tracef("%s: CRASH in the fsync of a batch of %d records, %d expired: it was lost", p, len(b.Records), len(b.Expired))
+		}
+		s.crash(p)
+		return false
+	}
+	d.apply(&b)
+	if b.State != nil {
+		p.seqSaved = b.State.Seq
+	}
+	return true
 }
 
 // place notes that owned task id was placed on peer exec.
 func (p *proc) place(id, exec string) {
-	pl := p.placed[id]
+	pl := p.owned.placed[id]
 	if !slices.ContainsFunc(pl, func(x placement) bool { return x.exec == exec }) {
-		p.placed[id] = append(pl, placement{exec: exec, at: p.s.now})
+		p.owned.placed[id] = append(pl, placement{exec: exec, at: p.s.now})
 	}
 }
 
@@ -369,18 +541,46 @@ func (p *proc) call(mk func(req uint64) engine.Input, cb func(engine.Reply)) {
 // up says whether the process takes requests: running, not leaving.
 func (p *proc) up() bool { return p != nil && p.state == procUp }
 
-// crash kills p as kill -9 would: its runs, queue, records and unsynced writes are
-// gone; peers notice through gossip, some late. The member restarts later as a new
-// process under a new id.
+// crash kills p as kill -9 would: its runs, queue and memory are gone, and on a
+// durable member the batch being written, if any (see persist); peers notice through
+// gossip, some late. The member restarts later: an in-memory one as a new process
+// under a new id, a durable one from its disk under the same id.
 func (s *sim) crash(p *proc) {
 	s.res.Faults.Crashes++
 	s.tracef("%s: CRASH", p)
 	p.crashed = true
 	s.die(p)
-	p.disk.crash()
 	s.gossip.crashed(s, p)
 	m := p.m
-	s.after(s.between(500*time.Millisecond, 4*time.Second), func() { s.restart(m) })
+	down := s.between(500*time.Millisecond, 4*time.Second)
+	if m.durable && s.chance(0.15) {
+		// Down for longer than peers wait before they call a death confirmed, but
+		// not so long that they forget it (ReportKeep after they declared it dead,
+		// which a suspicion before the crash may have done up to maxSuspicion
+		// earlier): a durable owner is unreachable, never lost, until then
+		// (engine.Route), and the sim's durable nodes all come back.
+		down = s.between(s.timers.confirm+500*time.Millisecond, s.timers.reportKeep-s.timers.maxSuspicion-time.Second)
+		s.res.Durable.LongDown++
+	}
+	s.after(down, func() { s.restart(m) })
+}
+
+// crashFault is a crash fault striking p: between two steps, or, on a durable
+// member now and then, in the fsync of its next batch (or between steps if it
+// writes none soon).
+func (s *sim) crashFault(p *proc) {
+	if !p.m.durable || !s.chance(0.5) {
+		s.crash(p)
+		return
+	}
+	p.crashInSync = true
+	s.tracef("%s: a crash is armed for the fsync of its next batch", p)
+	s.after(300*time.Millisecond, func() {
+		if p.state != procDead && p.crashInSync {
+			p.crashInSync = false
+			s.crash(p)
+		}
+	})
 }
 
 // die ends a process: it takes no more inputs and its runs are gone.
@@ -388,6 +588,7 @@ func (s *sim) die(p *proc) {
 	p.stats = p.eng.Stats()
 	p.state = procDead
 	p.died = s.now
+	p.crashInSync = false
 	p.inbox, p.head = nil, 0
 	p.calls = nil
 	for _, r := range p.runs {
@@ -400,16 +601,24 @@ func (s *sim) die(p *proc) {
 	}
 }
 
-// restart starts member m again: a new process, a new id, an empty engine.
+// restart starts member m again: a new process, from its disk if it is durable.
 func (s *sim) restart(m *member) {
 	if m.proc != nil {
 		return
 	}
 	p, err := s.start(m)
 	if err != nil {
-		panic(err) // the same configuration started every member at the beginning
+		// The same configuration started every member at the beginning: the disk
+		// or the engine's Restore refused.
+		s.book.violate("", RuleDisk, "%s could not restart: %v", m.name, err)
+		s.phase = phaseOver
+		return
 	}
-	s.tracef("%s: RESTART as %s", m.name, p.id)
+	if p.gen > 1 {
+		s.tracef("%s: RESTART from its disk as %s (incarnation %d)", m.name, p, p.inc)
+	} else {
+		s.tracef("%s: RESTART as %s", m.name, p.id)
+	}
 }
 
 // leave is how a drained node stops: as node.Shutdown, with the grace the node gives

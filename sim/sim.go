@@ -32,8 +32,11 @@ type sim struct {
 
 	timers  timers
 	members []*member
-	procs   map[string]*proc // every process ever started, by node id
-	incs    uint64
+	// procs holds the latest process of every node id ever started (a durable
+	// member's restarts keep their id), all every process, in start order.
+	procs map[string]*proc
+	all   []*proc
+	incs  uint64
 
 	net    network
 	gossip membership

@@ -17,11 +17,12 @@ import (
 )
 
 var (
-	flagSeeds = flag.Int("sim.seeds", 0, "run this many seeds, from -sim.first (0: 300; 100 with -short, 40 with -race)")
-	flagSeed  = flag.Uint64("sim.seed", 0, "run only this seed")
-	flagTrace = flag.Bool("sim.trace", false, "print every event of the run (with -sim.seed)")
-	flagFirst = flag.Uint64("sim.first", 1, "the first seed of -sim.seeds")
-	flagScale = flag.Bool("sim.scale", false, "run TestScale at full size: 100 nodes, 100,000 tasks")
+	flagSeeds   = flag.Int("sim.seeds", 0, "run this many seeds, from -sim.first (0: 300; 100 with -short, 40 with -race)")
+	flagSeed    = flag.Uint64("sim.seed", 0, "run only this seed")
+	flagTrace   = flag.Bool("sim.trace", false, "print every event of the run (with -sim.seed)")
+	flagFirst   = flag.Uint64("sim.first", 1, "the first seed of -sim.seeds")
+	flagScale   = flag.Bool("sim.scale", false, "run TestScale at full size: 100 nodes, 100,000 tasks")
+	flagDurable = flag.String("sim.durable", "drawn", "which nodes are durable in TestSim: drawn (from each seed), none, all or some")
 )
 
 // TestSim runs many seeds of the whole cluster and checks each; a failing seed says
@@ -46,6 +47,10 @@ func TestSim(t *testing.T) {
 			seeds = append(seeds, *flagFirst+i)
 		}
 	}
+	durable, err := ParseDurability(*flagDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
 	type outcome struct {
 		res   Result
 		err   error
@@ -62,7 +67,7 @@ func TestSim(t *testing.T) {
 				if i >= len(seeds) {
 					return
 				}
-				cfg := Config{Seed: seeds[i]}
+				cfg := Config{Seed: seeds[i], Durable: durable}
 				var tr strings.Builder
 				if *flagTrace {
 					cfg.Trace = &tr
@@ -89,7 +94,7 @@ func TestSim(t *testing.T) {
 				failing = append(failing, fmt.Sprint(seeds[i]))
 			}
 			if failed <= 5 {
-				t.Errorf("seed %d: %v\n\treplay: go test ./sim -run 'TestSim$' -sim.seed=%d -sim.trace -v", seeds[i], o.err, seeds[i])
+				t.Errorf("seed %d: %v\n\treplay: go test ./sim -run 'TestSim$' -sim.seed=%d%s -sim.trace -v", seeds[i], o.err, seeds[i], durableFlag(durable))
 			}
 			continue
 		}
@@ -104,8 +109,16 @@ func TestSim(t *testing.T) {
 	t.Logf("%d seeds in %v, %d failed", len(seeds), time.Since(start).Round(time.Millisecond), failed)
 	t.Log(total.String())
 	if len(seeds) >= 100 && failed == 0 {
-		total.vacuity(t, len(seeds))
+		total.vacuity(t, len(seeds), durable)
 	}
+}
+
+// durableFlag is the -sim.durable flag that replays a run with d.
+func durableFlag(d Durability) string {
+	if d == DurableDrawn {
+		return ""
+	}
+	return " -sim.durable=" + d.String()
 }
 
 // total adds up the results of many seeds.
@@ -117,6 +130,8 @@ type total struct {
 	steals, stolen                       uint64
 	retries, duplicates, overlaps, obs   int
 	faults                               Faults
+	durable                              DurableStats
+	durableRuns                          int
 	net                                  Network
 	clients                              Clients
 	events, steps                        int
@@ -153,6 +168,19 @@ func (t *total) add(r Result) {
 	f.Drains += r.Faults.Drains
 	f.Stops += r.Faults.Stops
 	f.DrainLate += r.Faults.DrainLate
+	d := &t.durable
+	if r.Durable.Nodes > 0 {
+		t.durableRuns++
+	}
+	d.Nodes += r.Durable.Nodes
+	d.Restarts += r.Durable.Restarts
+	d.LiveRestarts += r.Durable.LiveRestarts
+	d.Restored += r.Durable.Restored
+	d.Landed += r.Durable.Landed
+	d.Torn += r.Durable.Torn
+	d.LongDown += r.Durable.LongDown
+	d.Tasks += r.Durable.Tasks
+	d.Recovered += r.Durable.Recovered
 	n := &t.net
 	n.Sent += r.Network.Sent
 	n.Delivered += r.Network.Delivered
@@ -188,6 +216,9 @@ func (t *total) String() string {
 	f := t.faults
 	fmt.Fprintf(&b, "faults: %d crashes (%d noticed late), %d false deaths, %d one-sided, %d flapping, %d partitions, %d one-way, %d graceful stops, %d drains (%d timed out)\n",
 		f.Crashes, f.Late, f.FalseDeaths, f.OneSided, f.Flaps, f.Partitions, f.OneWay, f.Stops, f.Drains, f.DrainLate)
+	d := t.durable
+	fmt.Fprintf(&b, "durable: %d runs with %d durable nodes; %d restarts from disk (%d with unfinished tasks, %d loaded), %d crashes in an fsync (%d batches kept, %d lost), %d down past the confirmation; %d tasks owned, %d finished after their owner died\n",
+		t.durableRuns, d.Nodes, d.Restarts, d.LiveRestarts, d.Restored, d.Landed+d.Torn, d.Landed, d.Torn, d.LongDown, d.Tasks, d.Recovered)
 	n := t.net
 	fmt.Fprintf(&b, "network: %d sent, %d delivered, %d dropped, %d duplicated, %d cut\n", n.Sent, n.Delivered, n.Dropped, n.Duplicated, n.Blocked)
 	c := t.clients
@@ -199,17 +230,31 @@ func (t *total) String() string {
 
 // vacuity fails the test when, over many seeds, a path the simulation is there to
 // exercise never ran.
-func (t *total) vacuity(tb testing.TB, seeds int) {
+func (t *total) vacuity(tb testing.TB, seeds int, durable Durability) {
 	tb.Helper()
-	for _, c := range []struct {
+	type count struct {
 		what string
 		n    int
-	}{
+	}
+	var checks []count
+	if durable != DurableNone {
+		checks = append(checks, []count{
+			{"durable restarts with unfinished tasks", t.durable.LiveRestarts},
+			{"tasks finished after their durable owner died", t.durable.Recovered},
+			{"crashes in an fsync that kept the batch", t.durable.Landed},
+			{"crashes in an fsync that lost the batch", t.durable.Torn},
+			{"durable nodes down past the confirmation", t.durable.LongDown},
+		}...)
+	}
+	if durable != DurableAll {
+		checks = append(checks, count{"tasks lost with their owner", t.ownerLost},
+			count{"reads answered owner lost", t.clients.OwnerLost})
+	}
+	for _, c := range append(checks, []count{
 		{"tasks succeeded", t.outcomes[api.Succeeded]},
 		{"tasks failed", t.outcomes[api.Failed]},
 		{"tasks cancelled", t.outcomes[api.Cancelled]},
 		{"graph tasks failed upstream", t.outcomes[api.UpstreamFailed]},
-		{"tasks lost with their owner", t.ownerLost},
 		{"tasks finished away from their owner", t.stolenDone},
 		{"node losses", t.losses},
 		{"retries", t.retries},
@@ -233,8 +278,7 @@ func (t *total) vacuity(tb testing.TB, seeds int) {
 		{"submissions refused", t.clients.Refused},
 		{"reads answered by owners", t.clients.Owner},
 		{"reads answered 503", t.clients.Unreachable},
-		{"reads answered owner lost", t.clients.OwnerLost},
-	} {
+	}...) {
 		if c.n == 0 {
 			tb.Errorf("no %s in %d seeds: the simulation no longer exercises it", c.what, seeds)
 		}
@@ -288,8 +332,8 @@ func TestScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d nodes × %d slots, %d tasks: wall %v; simulated makespan %v against ideal %v (ratio %.3f); %d steals moved %d tasks, %d finished away from their owner; %d events, %d engine steps",
-		res.Nodes, cfg.Slots, res.Tasks, res.Wall.Round(time.Millisecond), res.Makespan.Round(time.Millisecond),
+	t.Logf("%d nodes (%d durable) × %d slots, %d tasks: wall %v; simulated makespan %v against ideal %v (ratio %.3f); %d steals moved %d tasks, %d finished away from their owner; %d events, %d engine steps",
+		res.Nodes, res.Durable.Nodes, cfg.Slots, res.Tasks, res.Wall.Round(time.Millisecond), res.Makespan.Round(time.Millisecond),
 		res.Ideal.Round(time.Millisecond), res.Ratio(), res.Steals, res.Stolen, res.StolenDone, res.Events, res.Steps)
 	if res.Outcomes[api.Succeeded] != cfg.Tasks {
 		t.Errorf("%d of %d tasks succeeded", res.Outcomes[api.Succeeded], cfg.Tasks)

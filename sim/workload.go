@@ -108,6 +108,7 @@ func (s *sim) setup() error {
 		s.res.Slots += m.slots
 	}
 	s.res.Nodes = n
+	s.drawDurable()
 	// Long enough for four times the work on every slot, at 300ms a task.
 	s.horizon = max(minHorizon, time.Duration(cfg.Tasks)*4*max(cfg.RunTime, 300*time.Millisecond)/time.Duration(s.res.Slots))
 	s.tracef("seed %d: %d nodes, network drop %.3f dup %.3f long %.3f delay up to %v", cfg.Seed, n,
@@ -128,6 +129,49 @@ func (s *sim) setup() error {
 	s.planReads()
 	s.at(s.work.planEnd, s.settle)
 	return nil
+}
+
+// drawDurable makes members durable as the Config says, or as the seed draws.
+func (s *sim) drawDurable() {
+	d := s.cfg.Durable
+	if d == DurableDrawn {
+		switch r := s.rng.Float64(); {
+		case r < 0.5:
+			d = DurableNone
+		case r < 0.8:
+			d = DurableAll
+		default:
+			d = DurableSome
+		}
+	}
+	switch d {
+	case DurableAll:
+		for _, m := range s.members {
+			m.durable = true
+		}
+	case DurableSome:
+		for _, m := range s.members {
+			m.durable = s.chance(0.5)
+		}
+		// At least one of each.
+		s.members[s.rng.IntN(len(s.members))].durable = true
+		for !slices.ContainsFunc(s.members, func(m *member) bool { return !m.durable }) {
+			s.members[s.rng.IntN(len(s.members))].durable = false
+		}
+		if !slices.ContainsFunc(s.members, func(m *member) bool { return m.durable }) {
+			s.members[0].durable = true
+		}
+	}
+	var names []string
+	for _, m := range s.members {
+		if m.durable {
+			s.res.Durable.Nodes++
+			names = append(names, m.name)
+		}
+	}
+	if len(names) > 0 {
+		s.tracef("durable nodes: %v", names)
+	}
 }
 
 // planPlain submits independent tasks that succeed, in batches of up to 1,000, to
@@ -339,7 +383,11 @@ func (s *sim) planFaults() {
 	for range k {
 		t := epoch0.Add(at)
 		var kind faultKind
-		switch r := s.rng.Float64(); {
+		r := s.rng.Float64()
+		if s.res.Durable.Nodes > 0 && s.chance(0.15) {
+			r = 0 // more crashes where nodes come back from their disks
+		}
+		switch {
 		case r < 0.22:
 			kind = faultCrash
 		case r < 0.35:
@@ -398,7 +446,7 @@ func (s *sim) fault(kind faultKind, subject int) {
 		if !p.up() || len(s.upProcs()) < 3 {
 			return
 		}
-		s.crash(p)
+		s.crashFault(p)
 	case faultStop:
 		if !p.up() || len(s.upProcs()) < 3 {
 			return
@@ -578,10 +626,11 @@ func (s *sim) settled() bool {
 	for ; w.settledTo < len(s.book.acked); w.settledTo++ {
 		id := s.book.acked[w.settledTo]
 		t := s.book.tasks[id]
-		if t.owner.state == procDead {
-			continue
+		o := s.ownerNow(t)
+		if o.state == procDead {
+			continue // lost with its in-memory owner (a durable one is back: all are up)
 		}
-		if rec := t.owner.view[id]; rec == nil || !rec.State.Terminal() {
+		if rec := o.view[id]; rec == nil || !rec.State.Terminal() {
 			return false
 		}
 	}
@@ -598,15 +647,16 @@ func (s *sim) unsettled() string {
 	}
 	for _, id := range s.book.acked {
 		t := s.book.tasks[id]
-		if t.owner.state == procDead {
+		o := s.ownerNow(t)
+		if o.state == procDead && !o.m.durable {
 			continue
 		}
-		if rec := t.owner.view[id]; rec == nil || !rec.State.Terminal() {
+		if rec := o.view[id]; rec == nil || !rec.State.Terminal() {
 			st := "unknown"
 			if rec != nil {
 				st = fmt.Sprintf("%s at epoch %d on %q (exec %q, waiting %q)", rec.State, rec.Epoch, rec.Node, rec.Exec, rec.Waiting)
 			}
-			out = append(out, fmt.Sprintf("task %s of %s is %s", id, t.owner, st))
+			out = append(out, fmt.Sprintf("task %s of %s is %s", id, o, st))
 		}
 		if len(out) >= 5 {
 			out = append(out, "…")
