@@ -379,7 +379,6 @@ func (c *cluster) executorLost(t *entry, p *peer, now time.Time) {
 // Peer messages.
 
 func (c *cluster) onMessage(from string, m *Message, now time.Time) {
-	e := c.e
 	if m.Req != nil {
 		c.onStealRequest(*m.Req, now)
 	}
@@ -429,7 +428,6 @@ func (c *cluster) onMessage(from string, m *Message, now time.Time) {
 			delete(c.cancels, a.ID)
 		}
 	}
-	_ = e
 }
 
 // onStealRequest answers a thief: a grant of queued tasks it can serve, or empty.
